@@ -1,0 +1,362 @@
+"""``blankslate``: the command line, a thin shell over ``sandbox_app.core``.
+
+Exit codes: 0 ok, 1 other error, 2 bad usage/name, 3 unknown context/image, 4 QEMU missing or
+failed, 5 image/snapshot missing or corrupt, 6 disk full, 7 wrong passphrase/locked,
+8 guest agent failure, 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .core.contexts import ContextStore, ExitDefault, Network, Profile
+from .core.errors import AuthError, BlankSlateError, UsageError
+from .core.images import ImageStore
+from .core.journal import Journal
+from .core.paths import Paths
+from .core.qemu import TCG_WARNING, Accel
+from .core.session import Session, SessionState, check_context
+from .core.transfer import list_downloads, save_to_host, send_to_guest
+from .core.vault import key_store
+
+_T0 = time.monotonic()
+
+
+class _StderrProgress:
+    """Progress lines on stderr; rewritten in place on a terminal."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self._last = ""
+
+    def __call__(self, phase: str, fraction: float | None) -> None:
+        pct = "    " if fraction is None else f"{fraction * 100:3.0f}%"
+        line = f"[{pct}] {phase}"
+        if line == self._last:
+            return
+        self._last = line
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and self._last:
+            sys.stderr.write("\n")
+
+
+def _warn_accel(accel: Accel) -> None:
+    if accel is Accel.TCG:
+        print(f"blankslate: warning: {TCG_WARNING}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------- commands
+
+
+async def cmd_image_build(paths: Paths, args: argparse.Namespace) -> int:
+    progress = _StderrProgress()
+    store = ImageStore(paths)
+    t0 = time.monotonic()
+    try:
+        image = await store.build(args.name, force=args.force, progress=progress)
+    finally:
+        progress.done()
+    _warn_accel(store.accel_for(image))
+    print(f"image '{image.name}' ready in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+    return 0
+
+
+async def cmd_image_list(paths: Paths, args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    for image in ImageStore(paths).list():
+        m = image.manifest()
+        rows.append({"name": image.name, "built_at": m.get("built_at"),
+                     "size_bytes": image.size_bytes(),
+                     "memory_mib": image.recipe.memory_mib})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['name']:<12} {r['size_bytes'] / 2**20:8.1f} MiB  "
+                  f"{r['memory_mib']} MiB RAM  built {time.ctime(r['built_at'])}")
+    return 0
+
+
+async def cmd_context_create(paths: Paths, args: argparse.Namespace) -> int:
+    profile = Profile(
+        name=args.name, image=args.image, memory_mib=args.memory,
+        network=Network(args.network), on_exit=ExitDefault(args.on_exit),
+    )
+    if args.color:
+        profile.color = args.color
+    ContextStore(paths).create(profile)
+    print(f"context '{args.name}' created", file=sys.stderr)
+    return 0
+
+
+async def cmd_context_list(paths: Paths, args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    for ctx in ContextStore(paths).list():
+        p = ctx.profile
+        m = ctx.manifest()
+        rows.append({"name": p.name, "image": p.image, "color": p.color,
+                     "memory_mib": p.memory_mib, "network": p.network.value,
+                     "on_exit": p.on_exit.value, "size_bytes": ctx.size_bytes(),
+                     "kept_at": m.kept_at})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['name']:<16} {r['image']:<8} {r['color']}  {r['network']:<8} "
+                  f"exit={r['on_exit']:<7} {r['size_bytes'] / 2**20:.1f} MiB")
+    return 0
+
+
+async def cmd_context_remove(paths: Paths, args: argparse.Namespace) -> int:
+    store = ContextStore(paths)
+    store.get(args.name)
+    if any(r.context == args.name and r.owner_alive() for r in Journal(paths).records()):
+        raise UsageError(f"context '{args.name}' has a running session: stop it first")
+    wiped = store.remove(args.name)
+    key_store(paths).remove(args.name)
+    print(f"context '{args.name}' removed ({wiped} bytes securely erased)", file=sys.stderr)
+    return 0
+
+
+def _read_secret(args: argparse.Namespace, prompt: str) -> str:
+    """One passphrase: a line of stdin with --passphrase-stdin, else a terminal prompt."""
+    if args.passphrase_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise AuthError("no passphrase on standard input")
+        return line.rstrip("\n")
+    if not sys.stdin.isatty():
+        raise AuthError("a passphrase is needed: give it with --passphrase-stdin")
+    return getpass.getpass(prompt)
+
+
+def _passphrase_for(paths: Paths, name: str, args: argparse.Namespace) -> str | None:
+    if not key_store(paths).is_protected(name):
+        return None
+    return _read_secret(args, f"Passphrase for context '{name}': ")
+
+
+async def cmd_context_passphrase(paths: Paths, args: argparse.Namespace) -> int:
+    ctx = ContextStore(paths).get(args.name)
+    store = key_store(paths)
+    old = _passphrase_for(paths, ctx.name, args)
+    new = _read_secret(args, "New passphrase (empty: none): ") or None
+    if store.exists(ctx.name):
+        store.change_passphrase(ctx.name, old, new)
+    else:
+        store.create(ctx.name, new)
+    state = "set" if new else "removed"
+    print(f"context '{ctx.name}': passphrase {state}", file=sys.stderr)
+    if store.last_warning:
+        print(f"blankslate: warning: {store.last_warning}", file=sys.stderr)
+    return 0
+
+
+async def cmd_context_check(paths: Paths, args: argparse.Namespace) -> int:
+    ctx = ContextStore(paths).get(args.name)
+    n = await check_context(paths, ctx, _passphrase_for(paths, ctx.name, args))
+    print(f"context '{ctx.name}': {n} disk layers checked, no errors", file=sys.stderr)
+    return 0
+
+
+async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
+    ctx = ContextStore(paths).get(args.context)
+    passphrase = _passphrase_for(paths, ctx.name, args)
+    progress = _StderrProgress()
+    session = await Session.start(paths, ctx, cold=args.cold, passphrase=passphrase,
+                                  progress=progress)
+    progress.done()
+    _warn_accel(session.accel)
+    shown = list(session.warnings)
+    for warning in shown:
+        print(f"blankslate: warning: {warning}", file=sys.stderr)
+    # Headless sessions cannot ask: "ask" means discard (nothing kept without consent).
+    on_exit = args.on_exit or ("keep" if ctx.profile.on_exit is ExitDefault.KEEP else "discard")
+    results: list[dict[str, Any]] = []
+    transfers: dict[str, list[str]] = {"put": [], "saved": []}
+    downloads = session.image.recipe.downloads_dir
+    try:
+        for src in args.put or []:
+            assert session.agent is not None
+            transfers["put"].append(await send_to_guest(session.agent, Path(src), downloads))
+        for cmd in args.exec or []:
+            res = await session.exec(cmd)
+            results.append({
+                "cmd": cmd, "exit_code": res.exit_code,
+                "stdout": res.stdout.decode(errors="replace"),
+                "stderr": res.stderr.decode(errors="replace"),
+            })
+            if not args.json:
+                sys.stdout.write(res.stdout.decode(errors="replace"))
+                sys.stderr.write(res.stderr.decode(errors="replace"))
+        if args.save_downloads:
+            assert session.agent is not None
+            for item in await list_downloads(session.agent, downloads):
+                saved = await save_to_host(session.agent, downloads, item,
+                                           Path(args.save_downloads))
+                transfers["saved"].append(str(saved))
+        if on_exit == "keep":
+            report = await session.keep()
+            for warning in session.warnings[len(shown):]:
+                print(f"blankslate: warning: {warning}", file=sys.stderr)
+    finally:
+        if session.state is not SessionState.ENDED:
+            report = await asyncio.shield(session.discard())
+    out = {
+        "context": ctx.name,
+        "restore_s": _r(session.timings.restore_s),
+        "agent_s": _r(session.timings.agent_s),
+        "exec": results,
+        **({"put": transfers["put"]} if args.put else {}),
+        **({"saved": transfers["saved"]} if args.save_downloads else {}),
+        "on_exit": on_exit,
+        "changed_bytes": report.changed_bytes,
+        "wiped_bytes": report.wiped_bytes,
+        "end_s": _r(report.end_s),
+        "total_s": _r(time.monotonic() - _T0),
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0  # the guest commands' exit codes are in the report
+    # Like ssh: without --json, a failing guest command is our exit status.
+    failed = [r["exit_code"] for r in results if r["exit_code"] != 0]
+    return int(failed[-1]) if failed else 0
+
+
+def _gui(argv: list[str]) -> int:
+    # Qt is imported only when a window is wanted: the CLI and core stay Qt-free.
+    from .gui.app import main as gui_main  # noqa: PLC0415
+
+    rc: int = gui_main(argv)
+    return rc
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+# ------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="blankslate",
+        description="Every browsing session in its own throwaway virtual machine.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = p.add_subparsers(dest="command")
+
+    img = sub.add_parser("image", help="build and list guest images").add_subparsers(
+        dest="image_command", required=True)
+    b = img.add_parser("build", help="build an image and its golden snapshot point")
+    b.add_argument("name", choices=["tiny", "browser"])
+    b.add_argument("--force", action="store_true", help="rebuild even if present")
+    b.set_defaults(func=cmd_image_build)
+    ls = img.add_parser("list", help="list built images")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_image_list)
+
+    ctx = sub.add_parser("context", help="manage contexts").add_subparsers(
+        dest="context_command", required=True)
+    c = ctx.add_parser("create", help="create a context")
+    c.add_argument("name")
+    c.add_argument("--image", default="browser")
+    c.add_argument("--color", help="frame color, #RRGGBB")
+    c.add_argument("--memory", type=int, metavar="MIB", help="guest RAM (default: image's)")
+    c.add_argument("--network", choices=[n.value for n in Network], default="internet")
+    c.add_argument("--on-exit", choices=[e.value for e in ExitDefault], default="ask")
+    c.set_defaults(func=cmd_context_create)
+    cl = ctx.add_parser("list", help="list contexts")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(func=cmd_context_list)
+    cr = ctx.add_parser("remove", help="remove a context and securely erase its data")
+    cr.add_argument("name")
+    cr.set_defaults(func=cmd_context_remove)
+    cp = ctx.add_parser("passphrase", help="set, change or remove a context's passphrase")
+    cp.add_argument("name")
+    cp.add_argument("--passphrase-stdin", action="store_true",
+                    help="read the old (if any) and the new passphrase as lines of stdin")
+    cp.set_defaults(func=cmd_context_passphrase)
+    ck = ctx.add_parser("check", help="verify a context's disk layers and saved state")
+    ck.add_argument("name")
+    ck.add_argument("--passphrase-stdin", action="store_true")
+    ck.set_defaults(func=cmd_context_check)
+
+    g = sub.add_parser("gui", help="open the desktop app (the default)")
+    g.set_defaults(func=None)
+
+    r = sub.add_parser("run", help="start a session of a context")
+    r.add_argument("context")
+    r.add_argument("--headless", action="store_true", help="no window")
+    r.add_argument("--exec", action="append", metavar="CMD", help="run `sh -c CMD` in the guest")
+    r.add_argument("--on-exit", choices=["discard", "keep"])
+    r.add_argument("--cold", action="store_true", help="boot from scratch (for comparison)")
+    r.add_argument("--json", action="store_true", help="print a JSON report")
+    r.add_argument("--passphrase-stdin", action="store_true",
+                   help="read the context's passphrase from stdin")
+    r.add_argument("--put", action="append", metavar="FILE",
+                   help="copy a host file into the guest's Downloads folder first")
+    r.add_argument("--save-downloads", metavar="DIR",
+                   help="before the session ends, copy the guest's downloads into DIR")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def _raise_interrupt(_sig: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="blankslate: %(levelname)s: %(message)s",
+    )
+    if not args.verbose:  # qemu.qmp logs expected disconnects as errors; we report our own
+        logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+    # SIGTERM ends us like Ctrl-C does: cancellation, so sessions are cleaned up.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        paths = Paths.from_env().ensure()
+        Journal(paths).recover()
+        ContextStore(paths).ensure_defaults()
+        if getattr(args, "func", None) is None:
+            return _gui([])
+        if args.func is cmd_run and not args.headless:
+            ContextStore(paths).get(args.context)
+            return _gui(["--open", args.context])
+        rc: int = asyncio.run(args.func(paths, args))
+        return rc
+    except BlankSlateError as exc:
+        print(f"blankslate: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("blankslate: cancelled", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if exc.errno == 28:
+            print("blankslate: error: no space left on device", file=sys.stderr)
+            return 6
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

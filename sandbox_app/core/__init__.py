@@ -1,0 +1,1 @@
+"""The engine of Blank Slate. Nothing in this package may import Qt."""

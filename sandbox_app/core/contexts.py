@@ -1,0 +1,205 @@
+"""Contexts: named VMs (personal, work, …), each with its own profile, disk and snapshot point.
+
+Profile: ``config/contexts/NAME.toml`` (color, image, memory, network, exit default).
+Data: ``data/contexts/NAME/`` holding the context's encrypted layers, its saved RAM state and
+``current.json``, the manifest naming the context's current snapshot point. The manifest is
+switched atomically, so a context is always either its old or its new state.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from .errors import BlankSlateError, NotFoundError, UsageError
+from .fsutil import atomic_write_bytes, atomic_write_json
+from .paths import Paths, private_dir, validate_name
+from .wipe import erase_tree
+
+_COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+DEFAULT_CONTEXTS = {"personal": "#2e86de", "work": "#e67e22"}
+DEFAULT_IMAGE = "browser"
+
+
+class Network(Enum):
+    INTERNET = "internet"
+    NONE = "none"
+
+
+class ExitDefault(Enum):
+    ASK = "ask"
+    KEEP = "keep"
+    DISCARD = "discard"
+
+
+@dataclass
+class Profile:
+    """A context's settings (the user edits these)."""
+
+    name: str
+    image: str = DEFAULT_IMAGE
+    color: str = "#2e86de"
+    memory_mib: int | None = None  # None: the image's default
+    network: Network = Network.INTERNET
+    on_exit: ExitDefault = ExitDefault.ASK
+    created_at: float = field(default_factory=time.time)
+
+    def validate(self) -> Profile:
+        validate_name(self.name, "context name")
+        validate_name(self.image, "image name")
+        if not _COLOR_RE.match(self.color):
+            raise UsageError(f"invalid color '{self.color}': use #RRGGBB")
+        if self.memory_mib is not None and not 64 <= self.memory_mib <= 65536:
+            raise UsageError("memory must be between 64 and 65536 MiB")
+        return self
+
+    def to_toml(self) -> bytes:
+        d: dict[str, Any] = asdict(self)
+        d["network"] = self.network.value
+        d["on_exit"] = self.on_exit.value
+        if d["memory_mib"] is None:
+            del d["memory_mib"]
+        return tomli_w.dumps(d).encode()
+
+    @classmethod
+    def from_toml(cls, name: str, data: bytes) -> Profile:
+        try:
+            d = tomllib.loads(data.decode())
+            return cls(
+                name=name,
+                image=str(d.get("image", DEFAULT_IMAGE)),
+                color=str(d.get("color", "#2e86de")),
+                memory_mib=int(d["memory_mib"]) if "memory_mib" in d else None,
+                network=Network(d.get("network", "internet")),
+                on_exit=ExitDefault(d.get("on_exit", "ask")),
+                created_at=float(d.get("created_at", 0.0)),
+            ).validate()
+        except (ValueError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise BlankSlateError(f"context '{name}': profile is corrupt ({exc})") from exc
+
+
+@dataclass
+class Manifest:
+    """``current.json``: the context's snapshot point on top of its image's golden one.
+
+    ``layers`` are the context's own qcow2 files, bottom first, each with its LUKS key
+    wrapped by the context key. ``state`` is the saved RAM state matching the top layer, or
+    None to restore the image's golden state (only valid while ``layers`` is empty).
+    """
+
+    image: str
+    snapshot: str = ""  # identity of the image snapshot point the layers sit on
+    layers: list[dict[str, str]] = field(default_factory=list)
+    state: dict[str, Any] | None = None
+    generation: int = 0
+    kept_at: float | None = None
+
+    @classmethod
+    def load(cls, path: Path, image: str) -> Manifest:
+        if not path.exists():
+            return cls(image=image)
+        try:
+            d = json.loads(path.read_text())
+            return cls(**d)
+        except (OSError, ValueError, TypeError) as exc:
+            raise BlankSlateError(f"context manifest {path} is corrupt") from exc
+
+    def save(self, path: Path) -> None:
+        atomic_write_json(path, asdict(self))
+
+    def referenced_files(self) -> set[str]:
+        names = {layer["file"] for layer in self.layers}
+        if self.state:
+            names.add(self.state["file"])
+        return names
+
+
+class Context:
+    """A context's profile plus the paths of its data."""
+
+    def __init__(self, paths: Paths, profile: Profile) -> None:
+        self.paths = paths
+        self.profile = profile
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    @property
+    def data_dir(self) -> Path:
+        return self.paths.contexts_data / self.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.data_dir / "current.json"
+
+    def manifest(self) -> Manifest:
+        return Manifest.load(self.manifest_path, self.profile.image)
+
+    def size_bytes(self) -> int:
+        if not self.data_dir.is_dir():
+            return 0
+        return sum(p.stat().st_blocks * 512 for p in self.data_dir.iterdir() if p.is_file())
+
+
+class ContextStore:
+    """Create, list, load and remove contexts."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+
+    def _profile_path(self, name: str) -> Path:
+        return self.paths.contexts_config / f"{validate_name(name, 'context name')}.toml"
+
+    def ensure_defaults(self) -> None:
+        """First start: create ``personal`` and ``work``."""
+        marker = self.paths.config / ".initialized"
+        if marker.exists():
+            return
+        for name, color in DEFAULT_CONTEXTS.items():
+            if not self._profile_path(name).exists():
+                self.create(Profile(name=name, color=color))
+        atomic_write_bytes(marker, b"")
+
+    def create(self, profile: Profile) -> Context:
+        profile.validate()
+        path = self._profile_path(profile.name)
+        if path.exists():
+            raise UsageError(f"context '{profile.name}' already exists")
+        private_dir(self.paths.contexts_config)
+        private_dir(self.paths.contexts_data / profile.name)
+        atomic_write_bytes(path, profile.to_toml())
+        return Context(self.paths, profile)
+
+    def save(self, profile: Profile) -> None:
+        profile.validate()
+        atomic_write_bytes(self._profile_path(profile.name), profile.to_toml())
+
+    def get(self, name: str) -> Context:
+        path = self._profile_path(name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"unknown context '{name}'") from None
+        return Context(self.paths, Profile.from_toml(name, data))
+
+    def list(self) -> list[Context]:
+        d = self.paths.contexts_config
+        if not d.is_dir():
+            return []
+        return [self.get(p.stem) for p in sorted(d.glob("*.toml"))]
+
+    def remove(self, name: str) -> int:
+        """Delete a context: securely erase its data, then its profile. Returns bytes wiped."""
+        ctx = self.get(name)
+        report = erase_tree(ctx.data_dir) if ctx.data_dir.exists() else None
+        self._profile_path(name).unlink()
+        return report.wiped_bytes if report else 0

@@ -1,0 +1,142 @@
+"""qcow2 layers and overlays through qemu-img.
+
+Secrets go to qemu-img the same way as to QEMU: ``--object secret,file=/dev/fd/N`` on an
+inherited pipe, never argv or environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import DiskFullError, ImageError
+from .qemu import Layer, _secret_pipe, find_qemu
+
+# Fast LUKS header: the key is random (full entropy), so key stretching buys nothing.
+_LUKS_OPTS = "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10"
+
+
+async def _qemu_img(args: Sequence[str], secret: bytes | None = None,
+                    secrets: Sequence[bytes | None] = ()) -> str:
+    """Run qemu-img with secrets inherited as fds: ``secret`` is ``sec0``, ``secrets[i]`` is
+    ``sec{i}`` (None entries are skipped)."""
+    binary = find_qemu("qemu-img")
+    fds: list[int] = []
+    argv = [binary, args[0]]
+    for i, value in enumerate([secret] if secret is not None else secrets):
+        if value is None:
+            continue
+        fd = _secret_pipe(value)
+        fds.append(fd)
+        argv += ["--object", f"secret,id=sec{i},file=/dev/fd/{fd},format=raw"]
+    argv += list(args[1:])
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            pass_fds=fds,
+        )
+        out, err = await proc.communicate()
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if proc.returncode != 0:
+        msg = err.decode(errors="replace").strip().splitlines()
+        text = msg[-1] if msg else f"qemu-img {args[0]} failed"
+        if "No space left" in text:
+            raise DiskFullError(f"disk full: {text}")
+        raise ImageError(text)
+    return out.decode(errors="replace")
+
+
+async def create_overlay(path: Path, backing: Path, size: int, secret: bytes | None) -> None:
+    """A new qcow2 on top of ``backing`` (relative name recorded), LUKS-encrypted if secret.
+
+    The backing file is not opened (``-u``): the chain is always given explicitly to QEMU.
+    """
+    rel = os.path.relpath(backing, path.parent)
+    args = ["create", "-q", "-f", "qcow2", "-u", "-b", rel, "-F", "qcow2"]
+    if secret is not None:
+        args += ["-o", _LUKS_OPTS]
+    args += [str(path), str(size)]
+    try:
+        for attempt in range(3):
+            try:
+                await _qemu_img(args, secret)
+                break
+            except ImageError as exc:
+                # QEMU 7.2's PBKDF benchmark (run while formatting LUKS) fails now and then
+                # on a busy machine with "Unable to get accurate CPU usage": just retry.
+                if "accurate CPU usage" not in str(exc) or attempt == 2:
+                    raise
+                path.unlink(missing_ok=True)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
+    os.chmod(path, 0o600)
+
+
+async def virtual_size(path: Path) -> int:
+    """The guest-visible size of an (unencrypted) qcow2 image."""
+    info: dict[str, Any] = json.loads(
+        await _qemu_img(["info", "--output=json", "-U", str(path)])
+    )
+    return int(info["virtual-size"])
+
+
+async def check_chain(layers: Sequence[Layer]) -> None:
+    """``qemu-img check`` of every layer (each opened with the chain below it and its key)."""
+    for i, layer in enumerate(layers):
+        if not layer.path.exists():
+            raise ImageError(f"disk layer missing: {layer.path.name}")
+        await _qemu_img(["check", "-q", "-U", _chain_json(layers[:i + 1])],
+                        secrets=[x.secret for x in layers[:i + 1]])
+
+
+def _chain_json(layers: Sequence[Layer]) -> str:
+    """A ``json:`` filename for the top of ``layers`` with the whole chain spelled out, so
+    each encrypted layer gets its own secret (``sec{i}`` for ``layers[i]``)."""
+    node: dict[str, Any] | None = None
+    for i, layer in enumerate(layers):
+        opts: dict[str, Any] = {"driver": "qcow2",
+                                "file": {"driver": "file", "filename": str(layer.path)}}
+        if layer.secret is not None:
+            opts["encrypt"] = {"key-secret": f"sec{i}"}
+        if node is not None:
+            opts["backing"] = node
+        node = opts
+    return "json:" + json.dumps(node)
+
+
+async def commit_top(layers: Sequence[Layer]) -> None:
+    """Merge the top layer into the one below it (one step of compaction), in place.
+
+    Crash-safe: while it runs, the top layer still masks the same ranges with the same data,
+    so the chain shows exactly the same disk at every instant; afterwards the top layer is
+    redundant and the caller drops it from the manifest (atomically) and erases it.
+    """
+    if len(layers) < 2:
+        raise ValueError("nothing to commit into")
+    await _qemu_img(["commit", "-q", "-d", _chain_json(layers)],
+                    secrets=[layer.secret for layer in layers])
+
+
+def allocated_bytes(path: Path) -> int:
+    """Bytes actually allocated on the host filesystem for ``path``."""
+    try:
+        return os.stat(path).st_blocks * 512
+    except FileNotFoundError:
+        return 0
+
+
+def is_enospc(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC

@@ -1,0 +1,146 @@
+"""The journal: what a crash may leave behind, and how to clean it up.
+
+Every session writes ``state/sessions/<id>.json`` before it creates anything (its runtime
+dir, its overlay, its QEMU), naming all of it. A session that ends normally removes its
+entry last. At every start of ``blankslate`` (any command), ``recover()`` finds entries whose
+owner process is gone and cleans up: kills the orphan QEMU, securely erases the overlay and
+any half-written state, removes the runtime dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .contexts import Manifest
+from .fsutil import atomic_write_json
+from .paths import Paths, private_dir
+from .wipe import secure_erase
+
+log = logging.getLogger(__name__)
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks (field 22 of /proc/PID/stat); None if gone.
+
+    Together with the pid it identifies a process even after the pid is reused.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+@dataclass
+class SessionRecord:
+    """One session's journal entry."""
+
+    id: str
+    context: str
+    owner_pid: int
+    owner_start: int
+    runtime_dir: str
+    files: list[str] = field(default_factory=list)  # to erase if the session dies
+    qemu_pid: int | None = None
+    qemu_start: int | None = None
+    started_at: float = field(default_factory=time.time)
+
+    def owner_alive(self) -> bool:
+        return process_start_time(self.owner_pid) == self.owner_start
+
+
+class Journal:
+    """The session journal in the state dir."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.dir = paths.state / "sessions"
+
+    def _path(self, session_id: str) -> Path:
+        return self.dir / f"{session_id}.json"
+
+    def write(self, rec: SessionRecord) -> None:
+        private_dir(self.dir)
+        atomic_write_json(self._path(rec.id), asdict(rec))
+
+    def remove(self, session_id: str) -> None:
+        self._path(session_id).unlink(missing_ok=True)
+
+    def records(self) -> list[SessionRecord]:
+        if not self.dir.is_dir():
+            return []
+        out = []
+        for p in sorted(self.dir.glob("*.json")):
+            try:
+                out.append(SessionRecord(**json.loads(p.read_text())))
+            except (OSError, ValueError, TypeError):
+                log.warning("dropping unreadable journal entry %s", p.name)
+                p.unlink(missing_ok=True)
+        return out
+
+    def live_files(self) -> set[str]:
+        """Base names of files owned by sessions whose process is still alive."""
+        return {Path(f).name for rec in self.records() if rec.owner_alive() for f in rec.files}
+
+    def recover(self) -> list[str]:
+        """Clean up after every dead session; returns their ids."""
+        cleaned = []
+        for rec in self.records():
+            if rec.owner_alive():
+                continue
+            # A keep that crashed after its commit point: its files now belong to the context.
+            manifest = self.paths.contexts_data / rec.context / "current.json"
+            cleanup_session(rec, Manifest.load(manifest, "").referenced_files())
+            self.remove(rec.id)
+            cleaned.append(rec.id)
+        if cleaned:
+            log.info("cleaned up after %d interrupted session(s)", len(cleaned))
+        live = self.live_files()
+        if self.paths.contexts_data.is_dir():
+            for ctx_dir in self.paths.contexts_data.iterdir():
+                collect_garbage(ctx_dir, live)
+        return cleaned
+
+
+def cleanup_session(rec: SessionRecord, referenced: set[str]) -> None:
+    """Kill the orphan QEMU (if it is still the same process), erase files, remove dirs."""
+    if rec.qemu_pid and process_start_time(rec.qemu_pid) == rec.qemu_start:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rec.qemu_pid, signal.SIGKILL)
+        for _ in range(200):
+            if process_start_time(rec.qemu_pid) != rec.qemu_start:
+                break
+            time.sleep(0.01)
+    for name in rec.files:
+        if Path(name).name not in referenced:
+            secure_erase(Path(name))
+    runtime = Path(rec.runtime_dir) if rec.runtime_dir else None
+    if runtime is not None and runtime.is_dir():
+        for p in runtime.iterdir():
+            if p.is_file() and not p.is_symlink():
+                secure_erase(p)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def collect_garbage(context_dir: Path, live: set[str]) -> int:
+    """Erase files in the context dir that its manifest does not reference.
+
+    ``live`` names files of sessions still running. Returns bytes overwritten.
+    """
+    if not context_dir.is_dir():
+        return 0
+    manifest = Manifest.load(context_dir / "current.json", "")
+    keep = manifest.referenced_files() | live | {"current.json"}
+    wiped = 0
+    for p in context_dir.iterdir():
+        if p.name not in keep and p.is_file():
+            wiped += secure_erase(p).wiped_bytes
+    return wiped

@@ -1,0 +1,160 @@
+"""One context's live session, plus a spare overlay so a quick reset takes about a second.
+
+The desktop app keeps one ``ContextRunner`` per context. Formatting a LUKS overlay costs
+~2 s, so while a session runs the next session's overlay is prepared in the background; a
+quick reset then only kills QEMU, restores the snapshot on the spare overlay and erases the
+old one after the new session is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from enum import Enum
+from typing import Any
+
+from .contexts import ContextStore
+from .errors import BlankSlateError
+from .images import ImageStore
+from .paths import Paths
+from .progress import Progress, no_progress
+from .qemu import Accel
+from .session import EndReport, PreparedOverlay, Session, discard_prepared, prepare_overlay
+
+log = logging.getLogger(__name__)
+
+
+class RunState(Enum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    KEEPING = "keeping"
+    WIPING = "wiping"
+
+
+class ContextRunner:
+    """Start, stop, keep, discard and quick-reset the sessions of one context."""
+
+    def __init__(self, paths: Paths, name: str) -> None:
+        self.paths = paths
+        self.name = name
+        self.session: Session | None = None
+        self.state = RunState.STOPPED
+        self.passphrase: str | None = None
+        self.last_reset_s: float | None = None
+        self._spare: PreparedOverlay | None = None
+        self._spare_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[object]] = set()
+
+    async def start(self, progress: Progress = no_progress) -> Session:
+        if self.session is not None:
+            return self.session
+        self.state = RunState.STARTING
+        try:
+            ctx = ContextStore(self.paths).get(self.name)
+            spare = await self._take_spare()
+            self.session = await Session.start(self.paths, ctx, prepared=spare,
+                                               passphrase=self.passphrase, progress=progress)
+        except BaseException:
+            self.state = RunState.STOPPED
+            raise
+        self.state = RunState.RUNNING
+        self._prepare_spare_soon()
+        return self.session
+
+    async def stop(self, keep: bool, progress: Progress = no_progress) -> EndReport:
+        """End the session: keep its changes in the context, or securely discard them."""
+        session = self.session
+        if session is None:
+            raise BlankSlateError(f"context '{self.name}' has no running session")
+        await self._cancel_spare()  # after a keep the spare's backing is stale anyway
+        self.state = RunState.KEEPING if keep else RunState.WIPING
+        progress("keeping changes" if keep else "securely erasing", None)
+        try:
+            report = await (session.keep() if keep else session.discard())
+        except BaseException:
+            if session.state.value == "running":
+                self.state = RunState.RUNNING
+                raise
+            self.session = None
+            self.state = RunState.STOPPED
+            raise
+        self.session = None
+        self.state = RunState.STOPPED
+        progress("done", 1.0)
+        return report
+
+    async def quick_reset(self, progress: Progress = no_progress) -> Session:
+        """Throw the session away and be back on a clean one (from the spare overlay)."""
+        t0 = time.monotonic()
+        old = self.session
+        self.session = None
+        if old is not None and old.machine is not None:
+            await old.machine.kill()  # the old VM stops at once; erasing comes after
+        session = await self.start(progress)
+        if old is not None:
+            self._spawn(old.discard(), "erase-old-session")
+        self.last_reset_s = time.monotonic() - t0
+        return session
+
+    async def close(self) -> None:
+        """Discard any session and the spare (app shutdown)."""
+        if self.session is not None:
+            await self.stop(keep=False)
+        await self._cancel_spare()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -------------------------------------------------------------- the spare overlay
+
+    def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
+        task: asyncio.Task[object] = asyncio.ensure_future(coro)
+        task.set_name(f"{self.name}-{name}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _prepare_spare_soon(self) -> None:
+        if self._spare is None and self._spare_task is None:
+            self._spare_task = asyncio.create_task(self._prepare_spare(),
+                                                   name=f"{self.name}-prepare-overlay")
+
+    async def _prepare_spare(self) -> None:
+        try:
+            ctx = ContextStore(self.paths).get(self.name)
+            session = self.session
+            if session is None:
+                return
+            self._spare = await prepare_overlay(self.paths, ctx, session.image, session.point)
+        except BlankSlateError as exc:
+            log.warning("could not prepare the next overlay: %s", exc)
+        finally:
+            self._spare_task = None
+
+    async def _take_spare(self) -> PreparedOverlay | None:
+        if self._spare_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, BlankSlateError):
+                await self._spare_task
+        spare, self._spare = self._spare, None
+        return spare
+
+    async def _cancel_spare(self) -> None:
+        if self._spare_task is not None:
+            self._spare_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BlankSlateError):
+                await self._spare_task
+            self._spare_task = None
+        if self._spare is not None:
+            await discard_prepared(self.paths, self._spare)
+            self._spare = None
+
+
+def accel_warning(paths: Paths, image_name: str) -> bool:
+    """True when sessions of this image run without KVM (the GUI shows the TCG warning)."""
+    try:
+        image = ImageStore(paths).get(image_name)
+    except BlankSlateError:
+        return False
+    return ImageStore(paths).accel_for(image) is Accel.TCG

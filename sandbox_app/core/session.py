@@ -1,0 +1,430 @@
+"""A session: one throwaway VM restored from a context's snapshot point.
+
+    restoring ──▶ running ──▶ keeping ───▶ ended
+                     └──────▶ discarding ─▶ ended
+
+Every byte the guest writes lands in a fresh LUKS-encrypted qcow2 overlay whose random key
+exists only in this process's memory and in QEMU's (handed over through a pipe). Discard
+kills QEMU, overwrites the overlay's allocated blocks with zeros, unlinks it and drops the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from . import network
+from .agent import ExecResult, GuestAgent
+from .compaction import compact, needs_compaction
+from .contexts import Context, Manifest, Network
+from .disks import allocated_bytes, check_chain, create_overlay, virtual_size
+from .errors import BlankSlateError, DiskFullError, GuestError, ImageError, QemuError
+from .images import Image, ImageStore, SnapshotPoint
+from .journal import Journal, SessionRecord, collect_garbage, process_start_time
+from .keys import SessionKey
+from .paths import Paths, private_dir
+from .progress import Progress, no_progress
+from .qemu import Accel, Layer, QemuMachine
+from .vault import Vault, key_store
+from .wipe import secure_erase
+
+log = logging.getLogger(__name__)
+
+
+class SessionState(Enum):
+    RESTORING = "restoring"
+    RUNNING = "running"
+    KEEPING = "keeping"
+    DISCARDING = "discarding"
+    ENDED = "ended"
+
+
+@dataclass
+class PreparedOverlay:
+    """An encrypted overlay made ahead of time (LUKS formatting takes ~2 s)."""
+
+    path: Path
+    key: SessionKey
+    backing: Path
+    empty_bytes: int
+    journal_id: str = ""
+
+
+@dataclass
+class EndReport:
+    """What ending a session did."""
+
+    on_exit: str
+    changed_bytes: int
+    wiped_bytes: int
+    end_s: float
+    compact_s: float | None = None  # set when a keep also compacted the context's layers
+
+
+@dataclass
+class Timings:
+    restore_s: float | None = None  # QEMU start → guest running from the snapshot
+    agent_s: float | None = None  # QEMU start → guest agent answering
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+async def prepare_overlay(paths: Paths, context: Context, image: Image,
+                          point: SnapshotPoint) -> PreparedOverlay:
+    """Create the next session's encrypted overlay on top of the context's current chain."""
+    manifest = context.manifest()
+    backing = (context.data_dir / manifest.layers[-1]["file"] if manifest.layers
+               else _golden(image, point, manifest).disk)
+    data = private_dir(context.data_dir)
+    path = data / f"session-{uuid.uuid4().hex}.qcow2"
+    # Journaled before it exists, so a crash never leaves it behind unnoticed.
+    journal = Journal(paths)
+    rec = SessionRecord(id=f"prep-{path.stem[8:20]}", context=context.name,
+                        owner_pid=os.getpid(),
+                        owner_start=process_start_time(os.getpid()) or 0,
+                        runtime_dir="", files=[str(path)])
+    journal.write(rec)
+    key = SessionKey()
+    try:
+        await create_overlay(path, backing, await virtual_size(image.base), key.secret_text())
+    except BaseException:
+        journal.remove(rec.id)
+        raise
+    return PreparedOverlay(path, key, backing, allocated_bytes(path), rec.id)
+
+
+async def discard_prepared(paths: Paths, prepared: PreparedOverlay) -> None:
+    """Erase an overlay that was prepared but never used."""
+    await asyncio.to_thread(secure_erase, prepared.path)
+    prepared.key.drop()
+    Journal(paths).remove(prepared.journal_id)
+
+
+def _golden(image: Image, point: SnapshotPoint, manifest: Manifest) -> SnapshotPoint:
+    """The golden snapshot point a context's layers sit on (an older one after an upgrade)."""
+    if manifest.layers and manifest.snapshot and manifest.snapshot != point.directory.name:
+        return image.snapshot_dir(manifest.snapshot)
+    return point
+
+
+def _chain(context: Context, image: Image, point: SnapshotPoint, manifest: Manifest,
+           vault: Vault | None) -> list[Layer]:
+    """Read-only layers under the session overlay, bottom first, with their keys."""
+    layers = [Layer(image.base), Layer(_golden(image, point, manifest).disk)]
+    for entry in manifest.layers:
+        assert vault is not None
+        layers.append(Layer(context.data_dir / entry["file"],
+                            vault.unwrap(entry["file"], entry["key"])))
+    return layers
+
+
+async def check_context(paths: Paths, context: Context, passphrase: str | None = None) -> int:
+    """Verify a context's chain with ``qemu-img check`` and its saved state's presence.
+
+    Returns the number of layers checked; raises ImageError/AuthError on problems.
+    """
+    manifest = context.manifest()
+    store = ImageStore(paths)
+    image = store.get(manifest.image)
+    vault = None
+    if manifest.layers or key_store(paths).is_protected(context.name):
+        vault = await asyncio.to_thread(Vault.open, paths, context, passphrase)
+    point = image.snapshot_dir(manifest.snapshot) if manifest.snapshot else None
+    if point is None:
+        return 0
+    chain = _chain(context, image, point, manifest, vault)
+    await check_chain(chain)
+    if manifest.state and not (context.data_dir / manifest.state["file"]).exists():
+        raise ImageError(f"context '{context.name}': its saved state is missing")
+    return len(chain)
+
+
+class Session:
+    """A running VM for a context. Use ``Session.start``; end with ``discard()``."""
+
+    def __init__(self, paths: Paths, context: Context, image: Image, accel: Accel,
+                 point: SnapshotPoint, *, passphrase: str | None = None) -> None:
+        self.paths = paths
+        self._passphrase = passphrase
+        self.vault: Vault | None = None
+        self.manifest = context.manifest()
+        self.warnings: list[str] = []
+        self.context = context
+        self.image = image
+        self.accel = accel
+        self.point = point
+        self.id = uuid.uuid4().hex[:12]
+        self.runtime_dir = paths.runtime / f"s-{self.id}"
+        self.state = SessionState.RESTORING
+        self.timings = Timings()
+        self.machine: QemuMachine | None = None
+        self.agent: GuestAgent | None = None
+        self.overlay: PreparedOverlay | None = None
+        self.network: network.NetworkBackend | None = None
+        self.journal = Journal(paths)
+        self._record = SessionRecord(
+            id=self.id,
+            context=context.name,
+            owner_pid=os.getpid(),
+            owner_start=process_start_time(os.getpid()) or 0,
+            runtime_dir=str(self.runtime_dir),
+        )
+
+    # ---------------------------------------------------------------- start
+
+    @classmethod
+    async def start(cls, paths: Paths, context: Context, *, cold: bool = False,
+                    prepared: PreparedOverlay | None = None, passphrase: str | None = None,
+                    progress: Progress = no_progress) -> Session:
+        """Restore ``context`` into a fresh VM (or boot it from scratch with ``cold``).
+
+        A passphrase-protected context needs ``passphrase`` (AuthError otherwise).
+        """
+        store = ImageStore(paths)
+        image = store.get(context.profile.image)
+        accel = store.accel_for(image)
+        point = await store.ensure_snapshot(
+            image, accel, memory_mib=context.profile.memory_mib, progress=progress
+        )
+        session = cls(paths, context, image, accel, point, passphrase=passphrase)
+        try:
+            await session._start(cold, prepared, progress)
+        except BaseException:
+            await asyncio.shield(session._cleanup())
+            raise
+        return session
+
+    async def _start(self, cold: bool, prepared: PreparedOverlay | None,
+                     progress: Progress) -> None:
+        self.journal.write(self._record)
+        private_dir(self.runtime_dir)
+        m = self.manifest
+        if m.layers or m.state or key_store(self.paths).is_protected(self.context.name):
+            self.vault = await asyncio.to_thread(
+                Vault.open, self.paths, self.context, self._passphrase)
+            self.warnings += [self.vault.warning] if self.vault.warning else []
+        golden = _golden(self.image, self.point, m)
+        kept_state = m.state if m.state and golden.identity == self.point.identity else None
+        if m.state and not kept_state and not cold:
+            self.warnings.append("the saved state was made by another QEMU or machine "
+                                 "configuration: booting the kept disk instead")
+            cold = True
+        if prepared is not None and (not prepared.path.exists()
+                                     or prepared.backing != self._top_backing()):
+            await discard_prepared(self.paths, prepared)
+            prepared = None
+        if prepared is None:
+            progress("preparing an encrypted overlay", None)
+            prepared = await prepare_overlay(self.paths, self.context, self.image, self.point)
+        self.overlay = prepared
+        self._record.files = [str(prepared.path)]
+        self.journal.write(self._record)
+        self.journal.remove(prepared.journal_id)  # adopted: our record covers it now
+
+        layers = [*_chain(self.context, self.image, self.point, m, self.vault),
+                  Layer(prepared.path, prepared.key.secret_text())]
+        spec = self.image.machine_spec(self.context.profile.memory_mib)
+        template = not cold and kept_state is None
+        spec = dataclasses.replace(
+            spec, disk=tuple(layers), ram_file=self.point.ram if template else None
+        )
+        if self.context.profile.network is Network.INTERNET:
+            self.network = await network.internet()
+            self.warnings += self.network.warnings
+        else:
+            self.network = network.no_network()
+        spec = dataclasses.replace(spec, netdev=self.network.netdev)
+        self.machine = QemuMachine(spec, self.runtime_dir, self.accel)
+        progress("restoring" if not cold else "booting", None)
+        t0 = time.monotonic()
+        try:
+            await self.machine.launch(incoming=not cold, extra_fds=self.network.inherit_fds)
+        finally:
+            for fd in self.network.inherit_fds:  # QEMU has its copy now
+                os.close(fd)
+            self.network.inherit_fds = []
+        self._record.qemu_pid = self.machine.pid
+        self._record.qemu_start = process_start_time(self.machine.pid or 0)
+        self.journal.write(self._record)
+        machine = self.machine
+        if cold:
+            await machine.execute("cont")
+        elif kept_state is not None:
+            assert self.vault is not None
+            await self.vault.restore_state(
+                lambda fd: machine.restore(fd, template=False),
+                self.context.data_dir / kept_state["file"])
+            self.timings.restore_s = time.monotonic() - t0
+        else:
+            self.point.verify()
+            with open(self.point.state, "rb") as f:
+                await machine.restore(f.fileno(), template=True)
+            self.timings.restore_s = time.monotonic() - t0
+        self.agent = await GuestAgent.from_socket(self.machine.take_agent_socket())
+        await self.agent.wait_ready(300.0 if cold else 30.0)
+        self.timings.agent_s = time.monotonic() - t0
+        if not cold:
+            # The saved clock is stale; vmgenid (new GUID per QEMU) reseeds the RNG.
+            await self.agent.set_time()
+        self.state = SessionState.RUNNING
+
+    # ---------------------------------------------------------------- use
+
+    async def exec(self, command: str, timeout: float = 120.0) -> ExecResult:
+        """Run ``sh -c command`` in the guest."""
+        if self.agent is None or self.state is not SessionState.RUNNING:
+            raise GuestError("the session is not running")
+        try:
+            return await self.agent.shell(command, timeout=timeout)
+        except GuestError:
+            await self._raise_if_vm_failed()
+            raise
+
+    async def _raise_if_vm_failed(self) -> None:
+        """Turn a dead or I/O-error-paused VM into the error the user should see."""
+        machine = self.machine
+        if machine is None or machine.process is None:
+            return
+        if machine.process.returncode is not None:
+            raise QemuError(f"the VM stopped unexpectedly: {machine.failure_message()}")
+        with contextlib.suppress(BlankSlateError):
+            status = (await machine.execute("query-status"))["status"]
+            if status == "io-error":
+                raise DiskFullError("the disk holding Blank Slate's data is full: "
+                                    "the session was paused")
+
+    @property
+    def vnc_path(self) -> Path:
+        return self.runtime_dir / "vnc.sock"
+
+    def changed_bytes(self) -> int:
+        """Bytes the session has written so far (the overlay's growth on the host)."""
+        if self.overlay is None:
+            return 0
+        return max(0, allocated_bytes(self.overlay.path) - self.overlay.empty_bytes)
+
+    # ---------------------------------------------------------------- end
+
+    async def discard(self) -> EndReport:
+        """Kill the VM and securely erase everything the session wrote."""
+        t0 = time.monotonic()
+        self.state = SessionState.DISCARDING
+        if self.machine is not None:
+            await self.machine.kill()
+        changed = self.changed_bytes()
+        wiped = await asyncio.shield(self._cleanup())
+        self.state = SessionState.ENDED
+        return EndReport("discard", changed, wiped, time.monotonic() - t0)
+
+    def _top_backing(self) -> Path:
+        m = self.manifest
+        if m.layers:
+            return self.context.data_dir / m.layers[-1]["file"]
+        return _golden(self.image, self.point, m).disk
+
+    async def keep(self) -> EndReport:
+        """Make this session the context's new snapshot point (disk + RAM), atomically.
+
+        The guest is stopped and its full state saved (encrypted with the context key);
+        the overlay becomes the context's newest layer, its key wrapped by the context key;
+        then ``current.json`` is switched in one rename. Nothing is copied, so the time grows
+        with what the session changed, not with the image. On failure the context is
+        unchanged, partial files are erased and the guest resumes.
+        """
+        if self.machine is None or self.overlay is None or self.state is not SessionState.RUNNING:
+            raise GuestError("the session is not running")
+        if self.context.manifest().generation != self.manifest.generation:
+            raise BlankSlateError(
+                f"context '{self.context.name}' was kept by another session since this one "
+                "started: this session can only be discarded")
+        t0 = time.monotonic()
+        self.state = SessionState.KEEPING
+        machine, overlay = self.machine, self.overlay
+        if self.vault is None:
+            self.vault = await asyncio.to_thread(
+                Vault.open, self.paths, self.context, self._passphrase)
+            self.warnings += [self.vault.warning] if self.vault.warning else []
+        vault = self.vault
+        state_file = self.context.data_dir / f"state-{uuid.uuid4().hex}.enc"
+        self._record.files.append(str(state_file))
+        self.journal.write(self._record)
+        with contextlib.suppress(BlankSlateError, OSError):
+            if self.agent is not None:
+                await self.agent.shell("sync", timeout=30)
+        try:
+            saved = await vault.save_state(
+                lambda fd: machine.save(fd, template=False), state_file)
+        except BaseException:
+            await asyncio.to_thread(secure_erase, state_file)
+            with contextlib.suppress(BlankSlateError):
+                await machine.execute("cont")
+            self.state = SessionState.RUNNING
+            raise
+        await machine.shutdown()
+        changed = self.changed_bytes()
+        old = self.manifest
+        new = Manifest(
+            image=self.image.name,
+            snapshot=_golden(self.image, self.point, old).directory.name,
+            layers=[*old.layers, {"file": overlay.path.name,
+                                  "key": vault.wrap(overlay.path.name,
+                                                    overlay.key.secret_text())}],
+            state={"file": state_file.name, "bytes": saved},
+            generation=old.generation + 1,
+            kept_at=time.time(),
+        )
+        try:
+            new.save(self.context.manifest_path)  # the commit point
+        except DiskFullError:
+            await asyncio.to_thread(secure_erase, state_file)
+            raise
+        self.manifest = new
+        overlay.key.drop()
+        self.overlay = None  # now a layer of the context: not ours to erase
+        wiped = await asyncio.shield(self._cleanup())
+        wiped += await asyncio.to_thread(collect_garbage, self.context.data_dir,
+                                         self.journal.live_files())
+        self.state = SessionState.ENDED
+        report = EndReport("keep", changed, wiped, time.monotonic() - t0)
+        others = [r for r in self.journal.records()
+                  if r.context == self.context.name and r.owner_alive() and r.id != self.id]
+        if needs_compaction(self.context) and not others:  # never under a running overlay
+            t1 = time.monotonic()
+            report.wiped_bytes += await compact(self.context, self.image, vault)
+            report.compact_s = time.monotonic() - t1
+        return report
+
+    async def _cleanup(self) -> int:
+        """Erase the overlay and the runtime dir, drop the key, close the journal entry.
+
+        Returns the number of bytes overwritten.
+        """
+        wiped = 0
+        with contextlib.suppress(BlankSlateError, OSError):
+            if self.agent is not None:
+                await self.agent.close()
+        if self.machine is not None:
+            await self.machine.kill()
+        if self.network is not None:
+            await self.network.close()
+        if self.overlay is not None:
+            wiped += (await asyncio.to_thread(secure_erase, self.overlay.path)).wiped_bytes
+            self.overlay.key.drop()
+        if self.runtime_dir.is_dir():
+            for p in self.runtime_dir.iterdir():
+                if p.is_file() and not p.is_symlink():
+                    wiped += (await asyncio.to_thread(secure_erase, p)).wiped_bytes
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        self.journal.remove(self.id)
+        return wiped
+
+
+__all__ = ["EndReport", "PreparedOverlay", "QemuError", "Session", "SessionState"]

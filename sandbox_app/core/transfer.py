@@ -1,0 +1,160 @@
+"""Files in and out of a session, through the guest agent, without opening a hole.
+
+Out: the guest's Downloads folder is listed with ``find`` (regular files only: symlinks,
+devices and fifos are refused), each name is sanitised for the host, the content is streamed
+in chunks to a temp file beside the target and renamed into place; an existing host file is
+never overwritten (a " (1)" suffix is added). Nothing copied out is opened. Sizes and counts
+are capped, every agent call has a timeout, so a lying or stalling guest gets an error.
+
+In: a host file is streamed into the guest's Downloads folder under a sanitised name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .agent import GuestAgent
+from .errors import BlankSlateError, DiskFullError, GuestError
+from .wipe import secure_erase
+
+MAX_FILE_BYTES = 4 << 30
+MAX_FILES = 1000
+MAX_NAME = 200
+_CHUNK = 4 << 20
+
+ProgressBytes = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass(frozen=True)
+class GuestFile:
+    """A regular file in the guest's Downloads folder."""
+
+    name: str  # as the guest reported it (untrusted)
+    size: int
+
+
+def sanitize_name(name: str) -> str:
+    """A safe host file name: no path separators, no ``..``, no control characters."""
+    name = unicodedata.normalize("NFC", name)
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = name.replace("/", "_").replace("\\", "_").strip().lstrip(".")
+    name = re.sub(r"\s+", " ", name)
+    if len(name.encode()) > MAX_NAME:
+        stem, dot, ext = name.rpartition(".")
+        ext = ext if dot and len(ext) <= 16 else ""
+        base = (stem if dot else name).encode()[: MAX_NAME - len(ext) - 1]
+        name = base.decode(errors="ignore") + ("." + ext if ext else "")
+    return name or "download"
+
+
+def unique_path(directory: Path, name: str) -> Path:
+    """``directory/name``, or ``name (1)``, ``name (2)``… if that exists."""
+    path = directory / name
+    stem, suffix = path.stem, path.suffix
+    n = 1
+    while path.exists() or path.is_symlink():
+        path = directory / f"{stem} ({n}){suffix}"
+        n += 1
+    return path
+
+
+async def list_downloads(agent: GuestAgent, folder: str) -> list[GuestFile]:
+    """Regular files directly in ``folder`` (NUL-separated, so any name survives)."""
+    res = await agent.shell(
+        f"cd {shlex.quote(folder)} 2>/dev/null || exit 0; "
+        "find . -maxdepth 1 -type f -print0 | xargs -0 -r sh -c "
+        "'for f; do printf \"%s\\000%s\\000\" \"$(stat -c %s -- \"$f\")\" \"$f\"; done' sh",
+        timeout=30)
+    if res.exit_code != 0:
+        raise GuestError("could not list the guest's downloads")
+    parts = res.stdout.split(b"\0")
+    files = []
+    for size, name in zip(parts[0::2], parts[1::2], strict=False):
+        if not name.startswith(b"./"):
+            continue
+        try:
+            files.append(GuestFile(name[2:].decode(errors="replace"), int(size)))
+        except ValueError:
+            continue
+        if len(files) > MAX_FILES:
+            raise GuestError(f"more than {MAX_FILES} files in the guest's downloads")
+    return files
+
+
+async def save_to_host(agent: GuestAgent, folder: str, item: GuestFile, target_dir: Path,
+                       progress: ProgressBytes | None = None) -> Path:
+    """Copy one guest file to ``target_dir`` (never overwriting); returns the host path."""
+    if item.size > MAX_FILE_BYTES:
+        raise BlankSlateError(f"'{sanitize_name(item.name)}' is larger than the "
+                              f"{MAX_FILE_BYTES >> 30} GiB limit")
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = unique_path(target_dir, sanitize_name(item.name))
+    tmp = target.with_name(f".{target.name}.part")
+    guest_path = f"{folder.rstrip('/')}/{item.name}"
+    # Refuse anything that is not (still) a regular file: symlinks could point anywhere.
+    check = await agent.shell(f"test -f {shlex.quote(guest_path)} && "
+                              f"test ! -L {shlex.quote(guest_path)}", timeout=10)
+    if check.exit_code != 0:
+        raise GuestError(f"'{sanitize_name(item.name)}' is not a regular file in the guest")
+    done = 0
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in agent.read_file_chunks(guest_path, _CHUNK):
+                done += len(chunk)
+                if done > max(item.size, 0) + _CHUNK or done > MAX_FILE_BYTES:
+                    raise GuestError("the guest sent more data than the file's size")
+                out.write(chunk)
+                if progress:
+                    progress(done, item.size)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(tmp, target)  # fails rather than overwrite a file created meanwhile
+        tmp.unlink()
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            secure_erase(tmp)
+        if isinstance(exc, OSError) and exc.errno == 28:
+            raise DiskFullError(f"disk full while saving {target.name}") from exc
+        raise
+    return target
+
+
+async def send_to_guest(agent: GuestAgent, source: Path, folder: str,
+                        progress: ProgressBytes | None = None) -> str:
+    """Copy a host file into the guest's ``folder``; returns the guest path."""
+    if not source.is_file() or source.is_symlink():
+        raise BlankSlateError(f"{source}: not a regular file")
+    size = source.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise BlankSlateError(f"{source.name} is larger than the {MAX_FILE_BYTES >> 30} GiB limit")
+    await agent.shell(f"mkdir -p {shlex.quote(folder)}", timeout=10)
+    names = {f.name for f in await list_downloads(agent, folder)}
+    name = sanitize_name(source.name)
+    stem, dot, ext = name.rpartition(".")
+    n = 1
+    while name in names:
+        name = f"{stem} ({n}).{ext}" if dot else f"{ext} ({n})"
+        n += 1
+    guest_path = f"{folder.rstrip('/')}/{name}"
+    handle = await agent.call("guest-file-open", {"path": guest_path, "mode": "wb"})
+    done = 0
+    try:
+        with open(source, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                await agent.write_chunk(handle, chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, size)
+        await agent.call("guest-file-flush", {"handle": handle})
+    finally:
+        with contextlib.suppress(GuestError):
+            await agent.call("guest-file-close", {"handle": handle})
+    return guest_path

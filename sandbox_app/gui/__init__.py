@@ -1,0 +1,1 @@
+"""The desktop app (PySide6). All VM logic lives in ``sandbox_app.core``."""

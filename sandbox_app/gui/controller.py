@@ -1,0 +1,334 @@
+"""The controller: carries out what the views ask for.
+
+``App`` owns one ``core.runner.ContextRunner`` per context, the session windows and the
+display connections. Views (launcher, tray, session windows) only emit ``AppSignals``
+requests; ``App`` runs core coroutines as jobs (``asyncbridge``/``jobs``) and emits
+``changed`` so the views re-read the state.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from PySide6.QtCore import QObject, Qt
+from PySide6.QtWidgets import QProgressDialog
+
+from ..core import rfb
+from ..core.contexts import ContextStore, ExitDefault, Profile
+from ..core.errors import BlankSlateError
+from ..core.images import ImageStore
+from ..core.paths import Paths
+from ..core.qemu import Accel
+from ..core.runner import ContextRunner, RunState
+from ..core.session import EndReport
+from ..core.vault import key_store
+from .asyncbridge import CANCELLED, Job, JobRunner
+from .dialogs import ask, ask_passphrase, show_error
+from .exit_dialog import ExitChoice, ExitDialog
+from .jobs import (
+    BuildImageJob,
+    DisplayJob,
+    EndSessionJob,
+    ProbeAccelJob,
+    QuickResetJob,
+    ReconnectDisplayJob,
+    RemoveContextJob,
+    StartSessionJob,
+    StopAllJob,
+)
+from .session_window import SessionWindow
+from .signals import AppSignals
+
+log = logging.getLogger(__name__)
+
+
+class App(QObject):
+    """The controller: sessions, their windows and displays, and every job."""
+
+    def __init__(self, paths: Paths) -> None:
+        super().__init__()
+        self.paths = paths
+        self.signals = AppSignals()
+        self.jobs = JobRunner()
+        self.runners: dict[str, ContextRunner] = {}
+        self.windows: dict[str, SessionWindow] = {}
+        self.displays: dict[str, DisplayJob] = {}
+        self.exit_dialogs: dict[str, ExitDialog] = {}
+        self.quitting = False
+        s = self.signals
+        s.open_requested.connect(self.open_context)
+        s.quick_reset_requested.connect(self.quick_reset)
+        s.stop_requested.connect(self.request_stop)
+        s.stop_all_requested.connect(self.confirm_stop_all)
+        s.remove_requested.connect(self.remove_context)
+        s.create_requested.connect(self.create_context)
+        s.build_requested.connect(self.build_image)
+        s.error.connect(self._show_error)
+        self.jobs.changed.connect(s.changed)
+
+    # ------------------------------------------------------------------ state (for views)
+
+    def state(self, name: str) -> RunState:
+        runner = self.runners.get(name)
+        return runner.state if runner is not None else RunState.STOPPED
+
+    def running(self) -> list[str]:
+        return [n for n, r in self.runners.items() if r.state is not RunState.STOPPED]
+
+    def runner(self, name: str) -> ContextRunner:
+        if name not in self.runners:
+            self.runners[name] = ContextRunner(self.paths, name)
+        return self.runners[name]
+
+    def probe_accel(self) -> Job:
+        """Find out (in the background) whether to show the no-KVM warning."""
+        job = ProbeAccelJob(self.paths)
+        job.finished.connect(self.signals.tcg_detected.emit)
+        return self._submit(job)
+
+    # ------------------------------------------------------------------ job plumbing
+
+    def _submit(self, job: Job, progress_title: str | None = None) -> Job:
+        job.failed.connect(self._on_job_failed)
+        job.ended.connect(self.signals.changed)
+        if progress_title is not None:
+            self._progress_dialog(job, progress_title)
+        self.jobs.submit(job)
+        self.signals.changed.emit()
+        return job
+
+    def _on_job_failed(self, message: str) -> None:
+        if message != CANCELLED:
+            self.signals.error.emit(message)
+
+    def _progress_dialog(self, job: Job, title: str) -> QProgressDialog:
+        dialog = QProgressDialog(title, "Cancel" if job.cancellable else "", 0, 0)
+        dialog.setWindowTitle("Blank Slate")
+        if not job.cancellable:
+            dialog.setCancelButton(None)
+        dialog.setWindowModality(Qt.WindowModality.NonModal)
+        dialog.setMinimumDuration(500)  # quick jobs never flash a dialog
+        dialog.setAutoClose(False)
+        dialog.canceled.connect(job.cancel)
+
+        def show(phase: str, percent: int) -> None:
+            dialog.setLabelText(f"{title}\n{phase}")
+            dialog.setMaximum(100 if percent >= 0 else 0)
+            dialog.setValue(max(percent, 0))
+
+        job.progress.connect(show)
+        job.ended.connect(dialog.reset)
+        job.ended.connect(dialog.deleteLater)
+        return dialog
+
+    def _show_error(self, message: str) -> None:
+        if not self.quitting:
+            show_error(message, self.windows.get(next(iter(self.windows), "")))
+
+    # ------------------------------------------------------------------ displays
+
+    def _attach_display(self, name: str, client: rfb.RfbClient) -> None:
+        self._detach_display(name)
+        job = DisplayJob(name, client)
+        job.failed.connect(lambda msg: self._on_display_lost(name, client, msg))
+        self.displays[name] = job
+        self.jobs.submit(job)
+
+    def _detach_display(self, name: str) -> None:
+        job = self.displays.pop(name, None)
+        if job is not None:
+            job.client.close()  # run() returns normally after close()
+
+    def _on_display_lost(self, name: str, client: rfb.RfbClient, message: str) -> None:
+        current = self.displays.get(name)
+        if current is None or current.client is not client or message == CANCELLED:
+            return  # an old connection (quick reset, end): expected
+        self.displays.pop(name, None)
+        if self.state(name) is RunState.RUNNING:
+            # QEMU went away under a running session: nothing to keep, clean up.
+            self.signals.error.emit(f"“{name}”: {message}")
+            self._end(name, keep=False)
+
+    # ------------------------------------------------------------------ actions
+
+    def open_context(self, name: str) -> Job | None:
+        """Start a context's session and show its window; raise the window if running."""
+        window = self.windows.get(name)
+        if window is not None:
+            window.showNormal()
+            window.raise_()
+            window.activateWindow()
+            return None
+        if self.state(name) is not RunState.STOPPED:
+            return None
+        try:
+            profile = ContextStore(self.paths).get(name).profile
+        except BlankSlateError as exc:
+            self.signals.error.emit(str(exc))
+            return None
+        if profile.image not in {i.name for i in ImageStore(self.paths).list()}:
+            self._offer_build(name, profile.image)
+            return None
+        runner = self.runner(name)
+        if runner.passphrase is None and key_store(self.paths).is_protected(name):
+            runner.passphrase = ask_passphrase(name)
+            if runner.passphrase is None:
+                return None
+        job = StartSessionJob(runner)
+        job.finished.connect(lambda client: self._show_session(name, profile, client))
+        job.failed.connect(lambda _m: self._forget_passphrase_on_auth(name))
+        return self._submit(job, f"Starting “{name}”…")
+
+    def _forget_passphrase_on_auth(self, name: str) -> None:
+        # A wrong passphrase must be asked again next time, not retried forever.
+        if self.state(name) is RunState.STOPPED:
+            self.runner(name).passphrase = None
+
+    def _show_session(self, name: str, profile: Profile, client: rfb.RfbClient) -> None:
+        session = self.runner(name).session
+        tcg = session is not None and session.accel is Accel.TCG
+        window = SessionWindow(name, profile.color, client, self.signals, tcg=tcg)
+        self.windows[name] = window
+        self._attach_display(name, client)
+        window.show()
+        window.display.setFocus()
+        self.signals.changed.emit()
+
+    def _offer_build(self, name: str, image: str) -> None:
+        ask(self.windows.get(name), "Blank Slate",
+            f"“{name}” uses the image “{image}”, which is not built yet.\n"
+            "Build it now? This downloads packages and can take minutes.",
+            lambda: self.build_image(image), name="offerBuild", default_no=False)
+
+    def build_image(self, image: str) -> Job:
+        return self._submit(BuildImageJob(self.paths, image), f"Building image “{image}”…")
+
+    def quick_reset(self, name: str) -> Job | None:
+        """Discard the session and be on a clean one at once (the window stays)."""
+        if self.state(name) is RunState.STOPPED:
+            return self.open_context(name)
+        if self.state(name) is not RunState.RUNNING:
+            return None
+        self._detach_display(name)
+        job = QuickResetJob(self.runner(name))
+        job.finished.connect(lambda client: self._on_reset(name, client))
+        window = self.windows.get(name)
+        if window is not None:
+            window.follow(job)
+        return self._submit(job)
+
+    def _on_reset(self, name: str, client: rfb.RfbClient) -> None:
+        window = self.windows.get(name)
+        if window is not None:
+            window.replace_client(client)
+        self._attach_display(name, client)
+        seconds = self.runner(name).last_reset_s
+        if window is not None and seconds is not None:
+            window.statusBar().showMessage(f"Clean session in {seconds:.2f} s", 5000)
+
+    def request_stop(self, name: str) -> ExitDialog | None:
+        """End a session: ask keep/discard, unless the context has an exit default."""
+        if self.state(name) is not RunState.RUNNING or name in self.exit_dialogs:
+            return self.exit_dialogs.get(name)
+        default = ContextStore(self.paths).get(name).profile.on_exit
+        if default is not ExitDefault.ASK:
+            self._end(name, keep=default is ExitDefault.KEEP)
+            return None
+        session = self.runner(name).session
+        changed = session.changed_bytes() if session is not None else 0
+        dialog = ExitDialog(name, changed, self.windows.get(name))
+        self.exit_dialogs[name] = dialog
+
+        def chosen(choice: ExitChoice) -> None:
+            if choice is ExitChoice.CANCEL:
+                self.exit_dialogs.pop(name, None)
+                dialog.deleteLater()
+                return
+            dialog.follow(self._end(name, keep=choice is ExitChoice.KEEP))
+
+        dialog.chosen.connect(chosen)
+        dialog.finished.connect(lambda _r: self._drop_exit_dialog(name, dialog))
+        dialog.open()
+        return dialog
+
+    def _drop_exit_dialog(self, name: str, dialog: ExitDialog) -> None:
+        if self.exit_dialogs.get(name) is dialog and dialog.choice() is not None:
+            del self.exit_dialogs[name]
+            dialog.deleteLater()
+
+    def _end(self, name: str, keep: bool) -> Job:
+        self._detach_display(name)  # the last frame stays on screen meanwhile
+        job = EndSessionJob(self.runner(name), keep)
+        job.finished.connect(lambda report: self._on_ended(name, report))
+        job.failed.connect(lambda _m: self._on_end_failed(name))
+        window = self.windows.get(name)
+        if window is not None:
+            window.follow(job)
+        return self._submit(job)
+
+    def _on_ended(self, name: str, report: EndReport) -> None:
+        log.info("session of %s ended: %s", name, report)
+        window = self.windows.pop(name, None)
+        if window is not None:
+            window.close_for_real()
+            window.deleteLater()
+
+    def _on_end_failed(self, name: str) -> None:
+        window = self.windows.get(name)
+        session = self.runner(name).session
+        if session is not None and self.state(name) is RunState.RUNNING and window is not None:
+            # A failed keep resumes the guest: reconnect so the user can carry on.
+            job = self.jobs.submit(ReconnectDisplayJob(name, session))
+            job.finished.connect(lambda client: self._on_reset(name, client))
+        else:
+            self._on_ended(name, EndReport("failed", 0, 0, 0.0))
+
+    def confirm_stop_all(self) -> None:
+        running = self.running()
+        if running:
+            ask(None, "Stop all sessions",
+                f"Discard {', '.join(running)}? Everything they changed is securely erased.",
+                self.stop_all, name="confirmStopAll")
+
+    def stop_all(self) -> Job:
+        """Discard every session (and erase the prepared spare overlays)."""
+        for name in list(self.displays):
+            self._detach_display(name)
+        job = StopAllJob(list(self.runners.values()))
+        job.ended.connect(self._close_all_windows)
+        return self._submit(job, "Securely erasing all sessions…")
+
+    def _close_all_windows(self) -> None:
+        for name in list(self.windows):
+            if self.state(name) is RunState.STOPPED:
+                self._on_ended(name, EndReport("discard", 0, 0, 0.0))
+
+    def remove_context(self, name: str) -> Job | None:
+        if self.state(name) is not RunState.STOPPED:
+            self.signals.error.emit(f"“{name}” has a running session: stop it first")
+            return None
+        self.runners.pop(name, None)
+        return self._submit(RemoveContextJob(self.paths, name), f"Removing “{name}”…")
+
+    def create_context(self, profile: Profile, passphrase: str) -> None:
+        try:
+            ContextStore(self.paths).create(profile)
+            if passphrase:
+                key_store(self.paths).create(profile.name, passphrase)
+        except BlankSlateError as exc:
+            self.signals.error.emit(str(exc))
+        self.signals.changed.emit()
+
+    async def shutdown(self) -> None:
+        """Discard everything still running, erase spares, close windows (quit, tests)."""
+        self.quitting = True
+        for name in list(self.exit_dialogs):
+            self.exit_dialogs.pop(name).deleteLater()
+        await self.jobs.wait_all(ignore=DisplayJob)  # let keeps/erases in flight finish
+        self.stop_all()
+        for name in list(self.displays):
+            self._detach_display(name)
+        await self.jobs.wait_all()
+        for window in list(self.windows.values()):
+            window.close_for_real()
+        self.windows.clear()

@@ -1,0 +1,125 @@
+"""Small dialogs: new context, passphrase prompt, error message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QColorDialog,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QInputDialog,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from ..core.contexts import ExitDefault, Network, Profile
+from ..core.images import RECIPES
+
+
+class NewContextDialog(QDialog):
+    """Name, color, image, memory, network policy, exit default, optional passphrase."""
+
+    def __init__(self, built_images: list[str], parent: QWidget | None = None,
+                 passphrase_supported: bool = True) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("New context")
+        form = QFormLayout(self)
+        self.name = QLineEdit()
+        self.name.setPlaceholderText("e.g. banking")
+        self.color = "#27ae60"
+        self.color_button = QPushButton()
+        self.color_button.clicked.connect(self._pick_color)
+        self._show_color()
+        self.image = QComboBox()
+        # Built images first; recipes not built yet are offered too (built on first start).
+        for name in built_images + [r for r in RECIPES if r not in built_images]:
+            self.image.addItem(name if name in built_images else f"{name} (not built yet)", name)
+        self.memory = QSpinBox()
+        self.memory.setRange(0, 65536)
+        self.memory.setSingleStep(256)
+        self.memory.setSpecialValueText("image default")
+        self.memory.setSuffix(" MiB")
+        self.network = QComboBox()
+        for n in Network:
+            self.network.addItem(n.value, n)
+        self.on_exit = QComboBox()
+        for e in ExitDefault:
+            self.on_exit.addItem(e.value, e)
+        self.passphrase = QLineEdit()
+        self.passphrase.setEchoMode(QLineEdit.EchoMode.Password)
+        self.passphrase.setPlaceholderText(
+            "optional: asked at each start" if passphrase_supported else "not available")
+        self.passphrase.setEnabled(passphrase_supported)
+        for label, widget in (("Name", self.name), ("Frame color", self.color_button),
+                              ("Image", self.image), ("Memory", self.memory),
+                              ("Network", self.network), ("When a session ends", self.on_exit),
+                              ("Passphrase", self.passphrase)):
+            form.addRow(label, widget)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _pick_color(self) -> None:
+        c = QColorDialog.getColor(QColor(self.color), self, "Frame color")
+        if c.isValid():
+            self.color = c.name()
+            self._show_color()
+
+    def _show_color(self) -> None:
+        self.color_button.setText(self.color)
+        self.color_button.setStyleSheet(f"background:{self.color};")
+
+    def profile(self) -> Profile:
+        """The profile as entered (``ContextStore.create`` validates it)."""
+        return Profile(
+            name=self.name.text().strip(), image=str(self.image.currentData()),
+            color=self.color, memory_mib=self.memory.value() or None,
+            network=self.network.currentData(), on_exit=self.on_exit.currentData(),
+        )
+
+
+def ask_passphrase(context: str, parent: QWidget | None = None) -> str | None:
+    """The passphrase of a protected context, or None if the user cancelled."""
+    text, ok = QInputDialog.getText(parent, "Blank Slate", f"Passphrase for “{context}”:",
+                                    QLineEdit.EchoMode.Password)
+    return text if ok else None
+
+
+def show_error(message: str, parent: QWidget | None = None) -> QMessageBox:
+    """A short, non-blocking error box (a user-facing one-liner, never a traceback)."""
+    box = QMessageBox(QMessageBox.Icon.Warning, "Blank Slate", message,
+                      QMessageBox.StandardButton.Ok, parent)
+    box.setObjectName("errorBox")
+    box.open()
+    return box
+
+
+def ask(parent: QWidget | None, title: str, text: str, on_yes: Callable[[], object],
+        *, name: str = "question", default_no: bool = True) -> QMessageBox:
+    """A non-blocking Yes/No question; ``on_yes`` runs only if the user says Yes.
+
+    Non-blocking (``open()``, not ``exec()``) so the asyncio jobs keep running meanwhile.
+    """
+    yes, no = QMessageBox.StandardButton.Yes, QMessageBox.StandardButton.No
+    box = QMessageBox(QMessageBox.Icon.Question, title, text, yes | no, parent)
+    box.setObjectName(name)
+    box.setDefaultButton(no if default_no else yes)
+
+    def clicked(button: QAbstractButton) -> None:
+        if box.standardButton(button) == yes:
+            on_yes()
+
+    box.buttonClicked.connect(clicked)
+    box.finished.connect(box.deleteLater)
+    box.open()
+    return box

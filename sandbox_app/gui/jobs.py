@@ -1,0 +1,160 @@
+"""The app's long operations, one class per job; each runs core coroutines only.
+
+Jobs never touch widgets: the controller (``app.App``) listens to their signals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from ..core import rfb
+from ..core.contexts import ContextStore
+from ..core.errors import BlankSlateError, UsageError
+from ..core.images import Image, ImageStore
+from ..core.journal import Journal
+from ..core.paths import Paths
+from ..core.runner import ContextRunner, accel_warning
+from ..core.session import EndReport, Session
+from ..core.vault import key_store
+from .asyncbridge import Job, in_thread
+
+
+async def connect_display(session: Session) -> rfb.RfbClient:
+    """Connect to the session's VNC socket (QEMU serves it without auth, in a 0700 dir)."""
+    return await rfb.RfbClient.connect(session.vnc_path)
+
+
+class StartSessionJob(Job):
+    """Restore a context into a new session and connect to its display."""
+
+    cancellable = True  # Session.start erases what it made if cancelled
+
+    def __init__(self, runner: ContextRunner) -> None:
+        super().__init__(f"start-{runner.name}")
+        self.runner = runner
+
+    async def work(self) -> rfb.RfbClient:
+        session = await self.runner.start(self.report)
+        try:
+            return await connect_display(session)
+        except BlankSlateError:
+            await self.runner.stop(keep=False)  # a session nobody can see is no use
+            raise
+
+
+class ReconnectDisplayJob(Job):
+    """Connect again to a session's display (after a failed keep resumed the guest)."""
+
+    def __init__(self, name: str, session: Session) -> None:
+        super().__init__(f"reconnect-{name}")
+        self.session = session
+
+    async def work(self) -> rfb.RfbClient:
+        return await connect_display(self.session)
+
+
+class QuickResetJob(Job):
+    """Discard the session and restore a clean one on the overlay prepared ahead of time."""
+
+    def __init__(self, runner: ContextRunner) -> None:
+        super().__init__(f"reset-{runner.name}")
+        self.runner = runner
+
+    async def work(self) -> rfb.RfbClient:
+        session = await self.runner.quick_reset(self.report)
+        return await connect_display(session)
+
+
+class EndSessionJob(Job):
+    """End a session: keep its changes in the context, or discard them (secure erase)."""
+
+    def __init__(self, runner: ContextRunner, keep: bool) -> None:
+        super().__init__(f"{'keep' if keep else 'discard'}-{runner.name}")
+        self.runner = runner
+        self.keep = keep
+
+    async def work(self) -> EndReport:
+        return await self.runner.stop(self.keep, self.report)
+
+
+class StopAllJob(Job):
+    """Discard every running session (tray "Stop all", quitting)."""
+
+    def __init__(self, runners: list[ContextRunner]) -> None:
+        super().__init__("stop-all")
+        self.runners = runners
+
+    async def work(self) -> int:
+        errors = 0
+        for runner in self.runners:
+            self.report(f"securely erasing {runner.name}", None)
+            try:
+                await runner.close()  # also erases the spare overlay
+            except BlankSlateError:
+                errors += 1
+        return errors
+
+
+class BuildImageJob(Job):
+    """Build an image from its recipe and make its golden snapshot point."""
+
+    cancellable = True  # the recipe runner kills its builder and removes the work dir
+
+    def __init__(self, paths: Paths, image: str) -> None:
+        super().__init__(f"build-{image}")
+        self.paths = paths
+        self.image = image
+
+    async def work(self) -> Image:
+        return await ImageStore(self.paths).build(self.image, progress=self.report)
+
+
+class RemoveContextJob(Job):
+    """Remove a context: securely erase its data and its key, then its profile."""
+
+    def __init__(self, paths: Paths, name: str) -> None:
+        super().__init__(f"remove-{name}")
+        self.paths = paths
+        self.context = name
+
+    async def work(self) -> int:
+        # Another process (say `blankslate run`) may have a session of it open.
+        if any(r.context == self.context and r.owner_alive()
+               for r in Journal(self.paths).records()):
+            raise UsageError(f"“{self.context}” has a running session: stop it first")
+        self.report(f"securely erasing {self.context}", None)
+        wiped = await in_thread(ContextStore(self.paths).remove, self.context)
+        with contextlib.suppress(BlankSlateError):  # a context without a key is fine
+            await in_thread(key_store(self.paths).remove, self.context)
+        return wiped
+
+
+class DisplayJob(Job):
+    """Receive a session's screen updates until the display closes."""
+
+    cancellable = True
+
+    def __init__(self, name: str, client: rfb.RfbClient) -> None:
+        super().__init__(f"display-{name}")
+        self.client = client
+
+    async def work(self) -> None:
+        try:
+            await self.client.run(max_fps=60)
+        finally:
+            self.client.close()
+
+
+class ProbeAccelJob(Job):
+    """Find out whether sessions will run without KVM (the probe boots a kernel: seconds)."""
+
+    def __init__(self, paths: Paths) -> None:
+        super().__init__("probe-accel")
+        self.paths = paths
+
+    async def work(self) -> bool:
+        images = {c.profile.image for c in ContextStore(self.paths).list()}
+        for image in sorted(images):
+            if await in_thread(accel_warning, self.paths, image):
+                return True
+        return False

@@ -1,0 +1,27 @@
+"""App-wide signals: widgets ask for things here and learn about changes here.
+
+Widgets never call each other or the controller directly (Vorta's pattern): the launcher,
+the tray and the session windows emit requests; ``app.App`` carries them out and announces
+``changed`` so every view re-reads the state it shows.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, Signal
+
+
+class AppSignals(QObject):
+    # Requests (views → controller). The str is a context name.
+    open_requested = Signal(str)
+    quick_reset_requested = Signal(str)
+    stop_requested = Signal(str)
+    stop_all_requested = Signal()
+    remove_requested = Signal(str)
+    create_requested = Signal(object, str)  # Profile, passphrase ("" for none)
+    build_requested = Signal(str)  # image name
+    show_launcher_requested = Signal()
+    quit_requested = Signal()
+    # Notifications (controller → views).
+    changed = Signal()
+    error = Signal(str)
+    tcg_detected = Signal(bool)  # True: sessions run without KVM (show the warning)

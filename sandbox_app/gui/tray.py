@@ -1,0 +1,73 @@
+"""The tray icon: per-context Open / Quick reset / Stop, Stop all, Quit.
+
+The menu is rebuilt each time it opens (``aboutToShow``), so it always shows the current
+contexts and states without the tray tracking anything. Where the desktop has no tray the
+icon is never shown and the launcher, which has the same actions, stays the way in.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject
+from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
+
+from ..core.contexts import ContextStore
+from ..core.errors import BlankSlateError
+from ..core.runner import RunState
+from .launcher import swatch
+
+if TYPE_CHECKING:
+    from .app import App
+
+
+class Tray(QObject):
+    def __init__(self, app: App) -> None:
+        super().__init__()
+        self.app = app
+        self.icon = QSystemTrayIcon(QApplication.windowIcon())
+        self.menu = QMenu()
+        self.menu.aboutToShow.connect(self.rebuild)
+        self.icon.setContextMenu(self.menu)
+        self.icon.setToolTip("Blank Slate")
+        self.icon.activated.connect(self._activated)
+        self.rebuild()
+        if QSystemTrayIcon.isSystemTrayAvailable():
+            self.icon.show()
+
+    def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        if reason is QSystemTrayIcon.ActivationReason.Trigger:
+            self.app.signals.show_launcher_requested.emit()
+
+    def rebuild(self) -> None:
+        s = self.app.signals
+        self.menu.clear()
+        try:
+            contexts = ContextStore(self.app.paths).list()
+        except BlankSlateError:
+            contexts = []
+        for ctx in contexts:
+            name = ctx.profile.name
+            state = self.app.state(name)
+            sub = self.menu.addMenu(swatch(ctx.profile.color), f"{name} — {state.value}")
+            sub.setObjectName(f"tray-{name}")
+            sub.addAction("Open", partial(s.open_requested.emit, name)).setEnabled(
+                state in (RunState.STOPPED, RunState.RUNNING))
+            sub.addAction("Quick reset", partial(s.quick_reset_requested.emit, name)).setEnabled(
+                state in (RunState.STOPPED, RunState.RUNNING))
+            sub.addAction("Stop…", partial(s.stop_requested.emit, name)).setEnabled(
+                state is RunState.RUNNING)
+        self.menu.addSeparator()
+        self.menu.addAction("Stop all (discard)", s.stop_all_requested.emit).setEnabled(
+            bool(self.app.running()))
+        self.menu.addAction("Show launcher", s.show_launcher_requested.emit)
+        self.menu.addAction("Quit", s.quit_requested.emit)
+
+    def context_menu(self, name: str) -> QMenu | None:
+        """The submenu of one context (tests drive it like a user would)."""
+        menu = self.menu.findChild(QMenu, f"tray-{name}")
+        return menu if isinstance(menu, QMenu) else None
+
+    def hide(self) -> None:
+        self.icon.hide()

@@ -1,0 +1,70 @@
+"""Shared fixtures: an isolated BLANKSLATE_HOME per test, and one built tiny image.
+
+Building the tiny image (and its golden snapshot point) takes tens of seconds, so it is built
+once per machine into a cache (``BLANKSLATE_TEST_CACHE``, default ``~/.cache/blankslate-tests``)
+and every test's home links to it. The image store rebuilds it when its recipe changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from sandbox_app.core.contexts import ContextStore, Profile
+from sandbox_app.core.images import ImageStore
+from sandbox_app.core.paths import Paths
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("BLANKSLATE_TEST_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "blankslate-tests"
+
+
+@pytest.fixture(scope="session")
+def shared_home() -> Path:
+    """A BLANKSLATE_HOME holding the built tiny image; shared by all tests (read-mostly)."""
+    home = _cache_root() / "home"
+    old = os.environ.get("BLANKSLATE_HOME")
+    os.environ["BLANKSLATE_HOME"] = str(home)
+    os.environ["BLANKSLATE_ACCEL"] = "tcg"
+    try:
+        paths = Paths.from_env().ensure()
+        asyncio.run(ImageStore(paths).build("tiny"))
+    finally:
+        if old is None:
+            os.environ.pop("BLANKSLATE_HOME", None)
+        else:
+            os.environ["BLANKSLATE_HOME"] = old
+    return home
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty, isolated BLANKSLATE_HOME (no images)."""
+    h = tmp_path / "home"
+    monkeypatch.setenv("BLANKSLATE_HOME", str(h))
+    monkeypatch.setenv("BLANKSLATE_ACCEL", "tcg")
+    monkeypatch.setenv("BLANKSLATE_KEYRING", "off")  # never touch the user's keyring
+    return h
+
+
+@pytest.fixture
+def paths(home: Path) -> Paths:
+    return Paths.from_env().ensure()
+
+
+@pytest.fixture
+def tiny_paths(paths: Paths, shared_home: Path) -> Paths:
+    """An isolated home whose image store is the shared, built one."""
+    paths.data.mkdir(parents=True, exist_ok=True)
+    paths.images.symlink_to(shared_home / "data" / "images")
+    return paths
+
+
+@pytest.fixture
+def tiny_context(tiny_paths: Paths) -> str:
+    ContextStore(tiny_paths).create(Profile(name="t1", image="tiny", color="#112233"))
+    return "t1"

@@ -1,0 +1,305 @@
+"""The desktop app, driven through its real widgets: real Qt (offscreen), real QEMU (tiny guest).
+
+Waiting is done the way the app runs: on asyncbridge's qasync loop, which also processes Qt
+events, so jobs, the RFB client and the widgets all make progress while a test waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QFrame, QMessageBox
+
+from sandbox_app.core.contexts import ContextStore, ExitDefault, Network
+from sandbox_app.core.paths import Paths
+from sandbox_app.core.runner import RunState
+from sandbox_app.gui import asyncbridge
+from sandbox_app.gui.app import App
+from sandbox_app.gui.display import VmDisplay
+from sandbox_app.gui.launcher import LauncherWindow
+from sandbox_app.gui.tray import Tray
+
+pytestmark = pytest.mark.timeout(240)
+WAIT_S = 90.0
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = WAIT_S) -> None:
+    """Run the qasync loop (and with it Qt) until ``cond()`` holds."""
+
+    async def poll() -> None:
+        while not cond():
+            await asyncio.sleep(0.05)
+
+    asyncbridge.complete(poll(), timeout)
+
+
+class Gui:
+    """The app as ``main()`` assembles it, minus the quit latch."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.app = App(paths)
+        self.launcher = LauncherWindow(self.app, has_tray=True)
+        self.tray = Tray(self.app)
+        self.launcher.show()
+        self.closed = False
+
+    def guest(self, name: str, command: str) -> str:
+        session = self.app.runners[name].session
+        assert session is not None
+        result = asyncbridge.complete(session.exec(command), 60)
+        return result.stdout.decode()
+
+    def start(self, name: str = "t1") -> None:
+        self.launcher.select(name)
+        self.launcher.buttons["Start / Open"].click()
+        wait_until(lambda: name in self.app.windows and name in self.app.displays)
+
+    def display(self, name: str = "t1") -> VmDisplay:
+        return self.app.windows[name].display
+
+    def ended(self, name: str = "t1") -> bool:
+        return self.app.state(name) is RunState.STOPPED and name not in self.app.windows
+
+    def close(self) -> None:
+        """Discard every session and wait for every job, on the loop (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        asyncbridge.complete(self.app.shutdown(), 120)
+        self.tray.hide()
+        self.launcher.hide()
+        self.launcher.deleteLater()
+
+
+def ends_clean(test: Callable[..., None]) -> Callable[..., None]:
+    """Shut the app down inside the test, on the qasync loop.
+
+    pytest-qt processes Qt events right after a test's call phase, outside the asyncio
+    loop; a background task (say, preparing the next overlay) stepping then would find no
+    running loop. Ending every job before the call phase ends leaves nothing to step.
+    """
+
+    @functools.wraps(test)
+    def wrapper(gui: Gui, *args: Any, **kwargs: Any) -> None:
+        try:
+            test(gui, *args, **kwargs)
+        finally:
+            gui.close()
+
+    return wrapper
+
+
+@pytest.fixture
+def loop(qapp: QApplication) -> Iterator[Any]:
+    lp = asyncbridge.install_loop(qapp)
+    yield lp
+    lp.close()
+
+
+@pytest.fixture
+def gui(tiny_paths: Paths, tiny_context: str, loop: Any) -> Iterator[Gui]:
+    g = Gui(tiny_paths)
+    yield g
+    g.close()
+
+
+def non_uniform(display: VmDisplay) -> bool:
+    """True once the guest's screen shows anything but one flat color (a console's text)."""
+    img = display.grab_guest()
+    if img.isNull():
+        return False
+    data = bytes(img.constBits())
+    return data.count(data[:4]) * 4 != len(data)
+
+
+# ---------------------------------------------------------------------------- no VM needed
+
+
+def test_launcher_lists_contexts_and_warns_without_kvm(gui: Gui) -> None:
+    table = gui.launcher.table
+    rows = {table.item(r, 0).text(): [table.item(r, c).text() for c in range(table.columnCount())]
+            for r in range(table.rowCount())}
+    assert rows["t1"][1:3] == ["tiny", "stopped"]
+    assert rows["t1"][5] == "never"
+    gui.app.probe_accel()
+    wait_until(lambda: gui.launcher.banner.isVisibleTo(gui.launcher), 30)  # ACCEL=tcg here
+    assert "TCG" in gui.launcher.banner.text()
+
+
+def test_new_context_dialog_creates_the_context(gui: Gui) -> None:
+    dialog = gui.launcher.new_context()
+    QTest.keyClicks(dialog.name, "bank")
+    dialog.image.setCurrentIndex(dialog.image.findData("tiny"))
+    dialog.network.setCurrentIndex(dialog.network.findData(Network.NONE))
+    dialog.on_exit.setCurrentIndex(dialog.on_exit.findData(ExitDefault.DISCARD))
+    dialog.accept()
+    profile = ContextStore(gui.app.paths).get("bank").profile
+    assert (profile.image, profile.network, profile.on_exit) == (
+        "tiny", Network.NONE, ExitDefault.DISCARD)
+    names = [gui.launcher.table.item(r, 0).text() for r in range(gui.launcher.table.rowCount())]
+    assert "bank" in names
+
+
+def test_remove_context_asks_then_erases(gui: Gui) -> None:
+    gui.launcher.select("t1")
+    box = gui.launcher.remove_selected()
+    assert box is not None
+    box.button(QMessageBox.StandardButton.Yes).click()
+    wait_until(lambda: "t1" not in [c.name for c in ContextStore(gui.app.paths).list()], 30)
+    assert not (gui.app.paths.contexts_data / "t1").exists()
+
+
+class _FakeClient:
+    """Records what the display widget sends (for the key mapping, no VM needed)."""
+
+    width, height = 640, 400
+    framebuffer = bytearray(640 * 400 * 4)
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[int, bool, int | None]] = []
+        self.pointer: list[tuple[int, int, int]] = []
+
+    def key_event(self, keysym: int, down: bool, scancode: int | None = None) -> None:
+        self.keys.append((keysym, down, scancode))
+
+    def pointer_event(self, x: int, y: int, buttons: int) -> None:
+        self.pointer.append((x, y, buttons))
+
+    def set_desktop_size(self, w: int, h: int) -> bool:
+        return False
+
+
+def test_display_sends_scancodes_with_the_modifiers_the_event_carries(qtbot: Any) -> None:
+    client = _FakeClient()
+    display = VmDisplay(client)  # type: ignore[arg-type]
+    qtbot.addWidget(display)
+    display.resize(640, 400)
+    QTest.keyClick(display, Qt.Key.Key_Greater, Qt.KeyboardModifier.NoModifier, 0)
+    # '>' is Shift+'.' (scancode 0x34): Shift goes down around it.
+    assert client.keys == [(0xFFE1, True, 0x2A), (ord(">"), True, 0x34),
+                           (ord(">"), False, 0x34), (0xFFE1, False, 0x2A)]
+    client.keys.clear()
+    QTest.keyClick(display, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
+    assert client.keys[0] == (0xFFE3, True, 0x1D) and client.keys[-1] == (0xFFE3, False, 0x1D)
+    assert (ord("c"), True, 0x2E) in client.keys
+    QTest.mouseClick(display, Qt.MouseButton.LeftButton, pos=QPoint(320, 200))
+    assert client.pointer[-2] == (320, 200, 1) and client.pointer[-1] == (320, 200, 0)
+
+
+# ---------------------------------------------------------------------------- real QEMU
+
+
+@ends_clean
+def test_start_shows_guest_pixels_in_a_frame_of_the_context_color(gui: Gui) -> None:
+    gui.start()
+    window = gui.app.windows["t1"]
+    assert window.isVisible() and "t1" in window.windowTitle()
+    assert window.label.text().startswith("t1") and window.label.isVisible()
+    frame = window.findChild(QFrame, "sessionFrame")
+    assert frame is not None and "#112233" in frame.styleSheet()
+    wait_until(lambda: non_uniform(gui.display()))
+    assert gui.app.state("t1") is RunState.RUNNING
+
+
+@ends_clean
+def test_keys_typed_into_the_display_reach_the_guest(gui: Gui) -> None:
+    gui.start()
+    display = gui.display()
+    wait_until(lambda: non_uniform(display))
+    QTest.keyClicks(display, "echo typed > /root/k")
+    QTest.keyClick(display, Qt.Key.Key_Return)
+    deadline = time.monotonic() + 30
+    while gui.guest("t1", "cat /root/k 2>/dev/null") != "typed\n":
+        assert time.monotonic() < deadline, "the typed command never ran in the guest"
+        asyncbridge.complete(asyncio.sleep(0.3))
+
+
+def _close_and_answer(gui: Gui, button: str) -> None:
+    gui.app.windows["t1"].close()  # like the title bar's close box: asks first
+    wait_until(lambda: "t1" in gui.app.exit_dialogs)
+    dialog = gui.app.exit_dialogs["t1"]
+    assert dialog.isVisible() and "changed" in dialog.details.text()
+    {"keep": dialog.keep_button, "discard": dialog.discard_button,
+     "cancel": dialog.cancel_button}[button].click()
+
+
+@ends_clean
+def test_exit_dialog_cancel_leaves_the_session_running(gui: Gui) -> None:
+    gui.start()
+    _close_and_answer(gui, "cancel")
+    wait_until(lambda: "t1" not in gui.app.exit_dialogs)
+    assert gui.app.state("t1") is RunState.RUNNING and gui.app.windows["t1"].isVisible()
+    assert gui.guest("t1", "echo alive") == "alive\n"
+
+
+@ends_clean
+def test_exit_dialog_keep_then_discard(gui: Gui) -> None:
+    gui.start()
+    gui.guest("t1", "echo kept > /root/kept; sync")
+    _close_and_answer(gui, "keep")
+    wait_until(gui.ended)
+    assert ContextStore(gui.app.paths).get("t1").manifest().kept_at is not None
+    gui.start()
+    assert gui.guest("t1", "cat /root/kept") == "kept\n"
+    gui.guest("t1", "echo gone > /root/gone; sync")
+    _close_and_answer(gui, "discard")
+    wait_until(gui.ended)
+    gui.start()
+    assert gui.guest("t1", "cat /root/kept; test -e /root/gone || echo no-gone") == (
+        "kept\nno-gone\n")
+
+
+@ends_clean
+def test_exit_default_discard_ends_without_asking(gui: Gui) -> None:
+    store = ContextStore(gui.app.paths)
+    profile = store.get("t1").profile
+    profile.on_exit = ExitDefault.DISCARD
+    store.save(profile)
+    gui.start()
+    gui.app.windows["t1"].stop_action.trigger()
+    assert "t1" not in gui.app.exit_dialogs
+    wait_until(gui.ended)
+
+
+@ends_clean
+def test_tray_quick_reset_gives_a_session_without_the_old_files(gui: Gui) -> None:
+    gui.start()
+    gui.guest("t1", "echo old > /root/old; sync")
+    first = gui.app.runners["t1"].session
+    wait_until(lambda: gui.app.runners["t1"]._spare is not None, 60)  # overlay prepared
+    gui.tray.menu.aboutToShow.emit()  # what opening the tray menu does
+    menu = gui.tray.context_menu("t1")
+    assert menu is not None
+    next(a for a in menu.actions() if a.text() == "Quick reset").trigger()
+    wait_until(lambda: gui.app.runners["t1"].session not in (None, first)
+               and gui.app.state("t1") is RunState.RUNNING and "t1" in gui.app.displays)
+    assert gui.guest("t1", "test -e /root/old || echo clean") == "clean\n"
+    assert "t1" in gui.app.windows and gui.app.windows["t1"].isVisible()
+    reset_s = gui.app.runners["t1"].last_reset_s
+    assert reset_s is not None
+    print(f"quick reset (with a prepared overlay): {reset_s:.2f} s")
+    wait_until(lambda: non_uniform(gui.display()))
+
+
+@ends_clean
+def test_quit_with_a_running_session_asks_first(gui: Gui) -> None:
+    gui.start()
+    quit_now: list[bool] = []
+    from sandbox_app.gui.app import confirm_quit  # noqa: PLC0415
+
+    confirm_quit(gui.app, gui.launcher, lambda: quit_now.append(True))
+    box = gui.launcher.findChild(QMessageBox, "confirmQuit")
+    assert box is not None and "t1" in box.text() and not quit_now
+    box.button(QMessageBox.StandardButton.No).click()
+    assert not quit_now and gui.app.state("t1") is RunState.RUNNING

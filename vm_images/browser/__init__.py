@@ -1,0 +1,1 @@
+"""The `browser` guest recipe: Debian bookworm, cage and Firefox ESR as a kiosk (see build.py)."""
