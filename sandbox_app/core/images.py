@@ -346,9 +346,8 @@ class ImageStore:
                 except ImageError as exc:
                     if point.directory.exists():
                         log.warning("rebuilding snapshot point: %s", exc)
-            await make_snapshot_point(image, point, spec, accel, runtime=self.paths.runtime,
-                                      progress=progress)
-        return point
+            return await make_snapshot_point(image, point, spec, accel,
+                                             runtime=self.paths.runtime, progress=progress)
 
 
 def _up_to_date(target: Path, name: str) -> bool:
@@ -374,8 +373,11 @@ async def _tail(stream: asyncio.StreamReader | None, keep: int = 20) -> list[str
 
 async def make_snapshot_point(image: Image, point: SnapshotPoint, spec: MachineSpec,
                               accel: Accel, *, runtime: Path,
-                              progress: Progress = no_progress) -> None:
-    """Boot the base image once, wait until it is ready, save (disk, RAM, devices) together."""
+                              progress: Progress = no_progress) -> SnapshotPoint:
+    """Boot the base image once, wait until it is ready, save (disk, RAM, devices) together.
+
+    Returns the point made: a rebuild goes to a new directory, never over the old one.
+    """
     if point.directory.exists():  # a rebuild: the old point may still carry kept layers
         prefix, n = point.directory.name.rsplit("-", 1)
         point = SnapshotPoint(point.directory.with_name(f"{prefix}-{int(n) + 1}"),
@@ -429,6 +431,7 @@ async def make_snapshot_point(image: Image, point: SnapshotPoint, spec: MachineS
         work.rename(point.directory)
         fsync_dir(point.directory.parent)
         progress(f"{image.name}: snapshot point ready", 1.0)
+        return point
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(run, ignore_errors=True)
