@@ -57,6 +57,9 @@ async def _qemu_img(args: Sequence[str], secret: bytes | None = None,
     return out.decode(errors="replace")
 
 
+_LUKS_ATTEMPTS = 10
+
+
 async def create_overlay(path: Path, backing: Path, size: int, secret: bytes | None) -> None:
     """A new qcow2 on top of ``backing`` (relative name recorded), LUKS-encrypted if secret.
 
@@ -68,16 +71,18 @@ async def create_overlay(path: Path, backing: Path, size: int, secret: bytes | N
         args += ["-o", _LUKS_OPTS]
     args += [str(path), str(size)]
     try:
-        for attempt in range(3):
+        for attempt in range(_LUKS_ATTEMPTS):
             try:
                 await _qemu_img(args, secret)
                 break
             except ImageError as exc:
-                # QEMU 7.2's PBKDF benchmark (run while formatting LUKS) fails now and then
-                # on a busy machine with "Unable to get accurate CPU usage": just retry.
-                if "accurate CPU usage" not in str(exc) or attempt == 2:
+                # QEMU 7.2's PBKDF benchmark (run while formatting LUKS) reads the thread's
+                # CPU time, which on a busy (virtual) machine sometimes does not advance:
+                # "Unable to get accurate CPU usage". It is harmless: retry, backing off.
+                if "accurate CPU usage" not in str(exc) or attempt == _LUKS_ATTEMPTS - 1:
                     raise
                 path.unlink(missing_ok=True)
+                await asyncio.sleep(0.05 * (attempt + 1))
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

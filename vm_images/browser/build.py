@@ -52,7 +52,7 @@ SOURCES = (
 )
 PACKAGES = (
     "firefox-esr", "cage", "xwayland", "seatd", "grim", "udev", "qemu-guest-agent",
-    "busybox-static", "dbus-user-session", "libpam-systemd", "fonts-dejavu-core",
+    "busybox-static", "wl-clipboard", "dbus-user-session", "libpam-systemd", "fonts-dejavu-core",
     "fonts-liberation2",
 )
 KERNEL_META = "linux-image-amd64"
@@ -91,6 +91,7 @@ GUEST_FILES = (
     ("udhcpc.script", "usr/local/lib/blankslate/udhcpc.script", 0o755),
     ("blankslate-open", "usr/local/bin/blankslate-open", 0o755),
     ("blankslate-ready", "usr/local/bin/blankslate-ready", 0o755),
+    ("blankslate-clipboard", "usr/local/bin/blankslate-clipboard", 0o755),
     ("start.html", "usr/local/share/blankslate/start.html", 0o644),
     ("policies.json", "usr/share/firefox-esr/distribution/policies.json", 0o644),
     ("user.js", f"{PROFILE}/user.js", 0o644),
@@ -531,6 +532,8 @@ def write_recipe(out: Path) -> None:
         "agent_port": AGENT_PORT,
         "ready_command": "/usr/local/bin/blankslate-ready",
         "open_url_command": ["/usr/local/bin/blankslate-open"],
+        "clipboard_set_command": ["/usr/local/bin/blankslate-clipboard", "set"],
+        "clipboard_get_command": ["/usr/local/bin/blankslate-clipboard", "get"],
         "downloads_dir": f"/home/{USER}/Downloads",
         "display": DISPLAY,
     }
