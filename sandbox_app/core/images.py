@@ -84,6 +84,8 @@ class Recipe:
     display: tuple[int, int] = (1024, 768)
     open_url_command: tuple[str, ...] = ()
     downloads_dir: str = "/root/Downloads"
+    clipboard_set_command: tuple[str, ...] = ()  # text on stdin; empty: no clipboard
+    clipboard_get_command: tuple[str, ...] = ()  # text on stdout
 
     @classmethod
     def load(cls, path: Path) -> Recipe:
@@ -99,6 +101,8 @@ class Recipe:
                 display=(int(disp.get("width", 1024)), int(disp.get("height", 768))),
                 open_url_command=tuple(d.get("open_url_command", ())),
                 downloads_dir=str(d.get("downloads_dir", "/root/Downloads")),
+                clipboard_set_command=tuple(map(str, d.get("clipboard_set_command", ()))),
+                clipboard_get_command=tuple(map(str, d.get("clipboard_get_command", ()))),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ImageError(f"image recipe file {path} is unreadable or corrupt") from exc
