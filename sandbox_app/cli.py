@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .core.clipboard import ClipboardPolicy, copy_from_guest, copy_to_guest
 from .core.contexts import ContextStore, ExitDefault, Network, Profile
 from .core.errors import AuthError, BlankSlateError, UsageError
 from .core.images import ImageStore
@@ -97,6 +98,7 @@ async def cmd_context_create(paths: Paths, args: argparse.Namespace) -> int:
     profile = Profile(
         name=args.name, image=args.image, memory_mib=args.memory,
         network=Network(args.network), on_exit=ExitDefault(args.on_exit),
+        clipboard=ClipboardPolicy(args.clipboard),
     )
     if args.color:
         profile.color = args.color
@@ -112,14 +114,16 @@ async def cmd_context_list(paths: Paths, args: argparse.Namespace) -> int:
         m = ctx.manifest()
         rows.append({"name": p.name, "image": p.image, "color": p.color,
                      "memory_mib": p.memory_mib, "network": p.network.value,
-                     "on_exit": p.on_exit.value, "size_bytes": ctx.size_bytes(),
+                     "on_exit": p.on_exit.value, "clipboard": p.clipboard.value,
+                     "size_bytes": ctx.size_bytes(),
                      "kept_at": m.kept_at})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
             print(f"{r['name']:<16} {r['image']:<8} {r['color']}  {r['network']:<8} "
-                  f"exit={r['on_exit']:<7} {r['size_bytes'] / 2**20:.1f} MiB")
+                  f"exit={r['on_exit']:<7} clipboard={r['clipboard']:<13} "
+                  f"{r['size_bytes'] / 2**20:.1f} MiB")
     return 0
 
 
@@ -191,10 +195,15 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     transfers: dict[str, list[str]] = {"put": [], "saved": []}
     downloads = session.image.recipe.downloads_dir
+    clipboard_out: str | None = None
     try:
         for src in args.put or []:
             assert session.agent is not None
             transfers["put"].append(await send_to_guest(session.agent, Path(src), downloads))
+        if args.clipboard_in is not None:
+            assert session.agent is not None
+            await copy_to_guest(session.agent, session.image.recipe, ctx.profile.clipboard,
+                                args.clipboard_in)
         for cmd in args.exec or []:
             res = await session.exec(cmd)
             results.append({
@@ -205,6 +214,12 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
             if not args.json:
                 sys.stdout.write(res.stdout.decode(errors="replace"))
                 sys.stderr.write(res.stderr.decode(errors="replace"))
+        if args.clipboard_out:
+            assert session.agent is not None
+            clipboard_out = await copy_from_guest(session.agent, session.image.recipe,
+                                                  ctx.profile.clipboard)
+            if not args.json:
+                sys.stdout.write(clipboard_out)
         if args.save_downloads:
             assert session.agent is not None
             for item in await list_downloads(session.agent, downloads):
@@ -225,6 +240,7 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
         "exec": results,
         **({"put": transfers["put"]} if args.put else {}),
         **({"saved": transfers["saved"]} if args.save_downloads else {}),
+        **({"clipboard": clipboard_out} if args.clipboard_out else {}),
         "on_exit": on_exit,
         "changed_bytes": report.changed_bytes,
         "wiped_bytes": report.wiped_bytes,
@@ -281,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--memory", type=int, metavar="MIB", help="guest RAM (default: image's)")
     c.add_argument("--network", choices=[n.value for n in Network], default="internet")
     c.add_argument("--on-exit", choices=[e.value for e in ExitDefault], default="ask")
+    c.add_argument("--clipboard", choices=[v.value for v in ClipboardPolicy],
+                   default=ClipboardPolicy.HOST_TO_GUEST.value,
+                   help="which way clipboard text may be copied (on request only)")
     c.set_defaults(func=cmd_context_create)
     cl = ctx.add_parser("list", help="list contexts")
     cl.add_argument("--json", action="store_true")
@@ -312,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the context's passphrase from stdin")
     r.add_argument("--put", action="append", metavar="FILE",
                    help="copy a host file into the guest's Downloads folder first")
+    r.add_argument("--clipboard-in", metavar="TEXT",
+                   help="put TEXT into the guest clipboard (before the commands run)")
+    r.add_argument("--clipboard-out", action="store_true",
+                   help="print the guest clipboard (after the commands; 'clipboard' in --json)")
     r.add_argument("--save-downloads", metavar="DIR",
                    help="before the session ends, copy the guest's downloads into DIR")
     r.set_defaults(func=cmd_run)

@@ -1,6 +1,7 @@
 """Contexts: named VMs (personal, work, …), each with its own profile, disk and snapshot point.
 
-Profile: ``config/contexts/NAME.toml`` (color, image, memory, network, exit default).
+Profile: ``config/contexts/NAME.toml`` (color, image, memory, network, exit default,
+clipboard policy).
 Data: ``data/contexts/NAME/`` holding the context's encrypted layers, its saved RAM state and
 ``current.json``, the manifest naming the context's current snapshot point. The manifest is
 switched atomically, so a context is always either its old or its new state.
@@ -19,6 +20,7 @@ from typing import Any
 
 import tomli_w
 
+from .clipboard import ClipboardPolicy
 from .errors import BlankSlateError, NotFoundError, UsageError
 from .fsutil import atomic_write_bytes, atomic_write_json
 from .paths import Paths, private_dir, validate_name
@@ -50,6 +52,7 @@ class Profile:
     memory_mib: int | None = None  # None: the image's default
     network: Network = Network.INTERNET
     on_exit: ExitDefault = ExitDefault.ASK
+    clipboard: ClipboardPolicy = ClipboardPolicy.HOST_TO_GUEST
     created_at: float = field(default_factory=time.time)
 
     def validate(self) -> Profile:
@@ -65,6 +68,7 @@ class Profile:
         d: dict[str, Any] = asdict(self)
         d["network"] = self.network.value
         d["on_exit"] = self.on_exit.value
+        d["clipboard"] = self.clipboard.value
         if d["memory_mib"] is None:
             del d["memory_mib"]
         return tomli_w.dumps(d).encode()
@@ -80,6 +84,7 @@ class Profile:
                 memory_mib=int(d["memory_mib"]) if "memory_mib" in d else None,
                 network=Network(d.get("network", "internet")),
                 on_exit=ExitDefault(d.get("on_exit", "ask")),
+                clipboard=ClipboardPolicy(d.get("clipboard", "host-to-guest")),
                 created_at=float(d.get("created_at", 0.0)),
             ).validate()
         except (ValueError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

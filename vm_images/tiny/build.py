@@ -127,6 +127,19 @@ case "$1" in
 esac
 """
 
+# The tiny guest has no GUI and so no clipboard: this stands in for one, with the interface
+# of the browser image's wl-copy/wl-paste wrapper, so the app's clipboard code (and its
+# policy checks) can be tested for real. The text lives in a root-only file on /run (tmpfs).
+CLIPBOARD = """#!/bin/sh
+f=/run/blankslate-clipboard
+umask 077
+case "$1" in
+    set) cat > "$f.tmp" && mv -f "$f.tmp" "$f" ;;
+    get) if [ -f "$f" ]; then cat "$f"; fi ;;
+    *) echo "usage: blankslate-clipboard set|get" >&2; exit 2 ;;
+esac
+"""
+
 PROFILE = """export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export HOME=/root
 PS1='tiny# '
@@ -402,6 +415,7 @@ def build_rootfs(root: Path) -> None:
     write(root / "etc" / "rc", RC, 0o755)
     write(root / "etc" / "udhcpc.script", UDHCPC_SCRIPT, 0o755)
     write(root / "sbin" / "tiny-agent", AGENT, 0o755)
+    write(root / "usr" / "bin" / "blankslate-clipboard", CLIPBOARD, 0o755)
 
 
 def make_disk(rootfs: Path, raw: Path, out: Path) -> None:
@@ -432,6 +446,8 @@ def recipe() -> dict[str, object]:
         "ready_command": "true",
         "display": {"width": 1024, "height": 768},
         "downloads_dir": "/root/Downloads",
+        "clipboard_set_command": ["/usr/bin/blankslate-clipboard", "set"],
+        "clipboard_get_command": ["/usr/bin/blankslate-clipboard", "get"],
     }
 
 
