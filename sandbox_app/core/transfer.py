@@ -6,7 +6,8 @@ in chunks to a temp file beside the target and renamed into place; an existing h
 never overwritten (a " (1)" suffix is added). Nothing copied out is opened. Sizes and counts
 are capped, every agent call has a timeout, so a lying or stalling guest gets an error.
 
-In: a host file is streamed into the guest's Downloads folder under a sanitised name.
+In: a host file is streamed into the guest's Downloads folder under a sanitised name; a
+copy that fails or is cancelled half-way is removed from the guest.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import platformdirs
 
 from .agent import GuestAgent
 from .errors import BlankSlateError, DiskFullError, GuestError
@@ -54,6 +57,11 @@ def sanitize_name(name: str) -> str:
     return name or "download"
 
 
+def default_save_dir(context: str) -> Path:
+    """Where the GUI offers to save a context's downloads: ``~/Downloads/Blank Slate/NAME``."""
+    return Path(platformdirs.user_downloads_dir()) / "Blank Slate" / sanitize_name(context)
+
+
 def unique_path(directory: Path, name: str) -> Path:
     """``directory/name``, or ``name (1)``, ``name (2)``… if that exists."""
     path = directory / name
@@ -65,13 +73,14 @@ def unique_path(directory: Path, name: str) -> Path:
     return path
 
 
-async def list_downloads(agent: GuestAgent, folder: str) -> list[GuestFile]:
+async def list_downloads(agent: GuestAgent, folder: str, timeout: float = 30.0
+                         ) -> list[GuestFile]:
     """Regular files directly in ``folder`` (NUL-separated, so any name survives)."""
     res = await agent.shell(
         f"cd {shlex.quote(folder)} 2>/dev/null || exit 0; "
         "find . -maxdepth 1 -type f -print0 | xargs -0 -r sh -c "
         "'for f; do printf \"%s\\000%s\\000\" \"$(stat -c %s -- \"$f\")\" \"$f\"; done' sh",
-        timeout=30)
+        timeout=timeout)
     if res.exit_code != 0:
         raise GuestError("could not list the guest's downloads")
     parts = res.stdout.split(b"\0")
@@ -146,6 +155,7 @@ async def send_to_guest(agent: GuestAgent, source: Path, folder: str,
     guest_path = f"{folder.rstrip('/')}/{name}"
     handle = await agent.call("guest-file-open", {"path": guest_path, "mode": "wb"})
     done = 0
+    complete = False
     try:
         with open(source, "rb") as f:
             while chunk := f.read(_CHUNK):
@@ -154,7 +164,11 @@ async def send_to_guest(agent: GuestAgent, source: Path, folder: str,
                 if progress:
                     progress(done, size)
         await agent.call("guest-file-flush", {"handle": handle})
+        complete = True
     finally:
         with contextlib.suppress(GuestError):
-            await agent.call("guest-file-close", {"handle": handle})
+            await agent.call("guest-file-close", {"handle": handle}, timeout=5)
+        if not complete:  # no half file left behind to look like a finished one
+            with contextlib.suppress(GuestError):
+                await agent.shell(f"rm -f -- {shlex.quote(guest_path)}", timeout=5)
     return guest_path

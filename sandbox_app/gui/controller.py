@@ -38,6 +38,7 @@ from .jobs import (
 )
 from .session_window import SessionWindow
 from .signals import AppSignals
+from .transfers import Transfers
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class App(QObject):
         self.displays: dict[str, DisplayJob] = {}
         self.exit_dialogs: dict[str, ExitDialog] = {}
         self.quitting = False
+        self.transfers = Transfers(self)
         s = self.signals
         s.open_requested.connect(self.open_context)
         s.quick_reset_requested.connect(self.quick_reset)
@@ -84,11 +86,12 @@ class App(QObject):
         """Find out (in the background) whether to show the no-KVM warning."""
         job = ProbeAccelJob(self.paths)
         job.finished.connect(self.signals.tcg_detected.emit)
-        return self._submit(job)
+        return self.submit(job)
 
     # ------------------------------------------------------------------ job plumbing
 
-    def _submit(self, job: Job, progress_title: str | None = None) -> Job:
+    def submit(self, job: Job, progress_title: str | None = None) -> Job:
+        """Run a job; its errors become dialogs; with a title, a progress dialog (cancel)."""
         job.failed.connect(self._on_job_failed)
         job.ended.connect(self.signals.changed)
         if progress_title is not None:
@@ -177,7 +180,7 @@ class App(QObject):
         job = StartSessionJob(runner)
         job.finished.connect(lambda client: self._show_session(name, profile, client))
         job.failed.connect(lambda _m: self._forget_passphrase_on_auth(name))
-        return self._submit(job, f"Starting “{name}”…")
+        return self.submit(job, f"Starting “{name}”…")
 
     def _forget_passphrase_on_auth(self, name: str) -> None:
         # A wrong passphrase must be asked again next time, not retried forever.
@@ -187,7 +190,9 @@ class App(QObject):
     def _show_session(self, name: str, profile: Profile, client: rfb.RfbClient) -> None:
         session = self.runner(name).session
         tcg = session is not None and session.accel is Accel.TCG
-        window = SessionWindow(name, profile.color, client, self.signals, tcg=tcg)
+        window = SessionWindow(name, profile.color, client, self.signals, tcg=tcg,
+                               recipe=session.image.recipe if session is not None else None,
+                               clipboard=profile.clipboard)
         self.windows[name] = window
         self._attach_display(name, client)
         window.show()
@@ -201,7 +206,7 @@ class App(QObject):
             lambda: self.build_image(image), name="offerBuild", default_no=False)
 
     def build_image(self, image: str) -> Job:
-        return self._submit(BuildImageJob(self.paths, image), f"Building image “{image}”…")
+        return self.submit(BuildImageJob(self.paths, image), f"Building image “{image}”…")
 
     def quick_reset(self, name: str) -> Job | None:
         """Discard the session and be on a clean one at once (the window stays)."""
@@ -215,7 +220,7 @@ class App(QObject):
         window = self.windows.get(name)
         if window is not None:
             window.follow(job)
-        return self._submit(job)
+        return self.submit(job)
 
     def _on_reset(self, name: str, client: rfb.RfbClient) -> None:
         window = self.windows.get(name)
@@ -225,6 +230,7 @@ class App(QObject):
         seconds = self.runner(name).last_reset_s
         if window is not None and seconds is not None:
             window.statusBar().showMessage(f"Clean session in {seconds:.2f} s", 5000)
+        self.transfers.session_replaced(name)
 
     def request_stop(self, name: str) -> ExitDialog | None:
         """End a session: ask keep/discard, unless the context has an exit default."""
@@ -238,6 +244,7 @@ class App(QObject):
         changed = session.changed_bytes() if session is not None else 0
         dialog = ExitDialog(name, changed, self.windows.get(name))
         self.exit_dialogs[name] = dialog
+        self.transfers.check_unsaved(name, dialog)
 
         def chosen(choice: ExitChoice) -> None:
             if choice is ExitChoice.CANCEL:
@@ -264,7 +271,7 @@ class App(QObject):
         window = self.windows.get(name)
         if window is not None:
             window.follow(job)
-        return self._submit(job)
+        return self.submit(job)
 
     def _on_ended(self, name: str, report: EndReport) -> None:
         log.info("session of %s ended: %s", name, report)
@@ -296,7 +303,7 @@ class App(QObject):
             self._detach_display(name)
         job = StopAllJob(list(self.runners.values()))
         job.ended.connect(self._close_all_windows)
-        return self._submit(job, "Securely erasing all sessions…")
+        return self.submit(job, "Securely erasing all sessions…")
 
     def _close_all_windows(self) -> None:
         for name in list(self.windows):
@@ -308,7 +315,7 @@ class App(QObject):
             self.signals.error.emit(f"“{name}” has a running session: stop it first")
             return None
         self.runners.pop(name, None)
-        return self._submit(RemoveContextJob(self.paths, name), f"Removing “{name}”…")
+        return self.submit(RemoveContextJob(self.paths, name), f"Removing “{name}”…")
 
     def create_context(self, profile: Profile, passphrase: str) -> None:
         try:

@@ -1,8 +1,9 @@
-"""Small dialogs: new context, passphrase prompt, error message."""
+"""Small dialogs: new context, passphrase prompt, error message, file and folder choosers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
@@ -11,6 +12,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QFormLayout,
     QInputDialog,
     QLineEdit,
@@ -20,12 +22,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.clipboard import ClipboardPolicy
 from ..core.contexts import ExitDefault, Network, Profile
 from ..core.images import RECIPES
 
 
 class NewContextDialog(QDialog):
-    """Name, color, image, memory, network policy, exit default, optional passphrase."""
+    """Name, color, image, memory, network and clipboard policies, exit default, passphrase."""
 
     def __init__(self, built_images: list[str], parent: QWidget | None = None,
                  passphrase_supported: bool = True) -> None:
@@ -53,6 +56,14 @@ class NewContextDialog(QDialog):
         self.on_exit = QComboBox()
         for e in ExitDefault:
             self.on_exit.addItem(e.value, e)
+        self.clipboard = QComboBox()
+        for label, policy in (("off", ClipboardPolicy.OFF),
+                              ("host → guest only", ClipboardPolicy.HOST_TO_GUEST),
+                              ("both ways", ClipboardPolicy.BOTH)):
+            self.clipboard.addItem(label, policy)
+        self.clipboard.setCurrentIndex(self.clipboard.findData(ClipboardPolicy.HOST_TO_GUEST))
+        self.clipboard.setToolTip("Which way clipboard text may be copied; it is only ever "
+                                  "copied when you ask (Ctrl+Shift+V / Ctrl+Shift+C)")
         self.passphrase = QLineEdit()
         self.passphrase.setEchoMode(QLineEdit.EchoMode.Password)
         self.passphrase.setPlaceholderText(
@@ -60,7 +71,8 @@ class NewContextDialog(QDialog):
         self.passphrase.setEnabled(passphrase_supported)
         for label, widget in (("Name", self.name), ("Frame color", self.color_button),
                               ("Image", self.image), ("Memory", self.memory),
-                              ("Network", self.network), ("When a session ends", self.on_exit),
+                              ("Network", self.network), ("Clipboard", self.clipboard),
+                              ("When a session ends", self.on_exit),
                               ("Passphrase", self.passphrase)):
             form.addRow(label, widget)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
@@ -85,7 +97,33 @@ class NewContextDialog(QDialog):
             name=self.name.text().strip(), image=str(self.image.currentData()),
             color=self.color, memory_mib=self.memory.value() or None,
             network=self.network.currentData(), on_exit=self.on_exit.currentData(),
+            clipboard=self.clipboard.currentData(),
         )
+
+
+def choose_directory(parent: QWidget | None, title: str, start: Path,
+                     on_chosen: Callable[[Path], object]) -> QFileDialog:
+    """A non-blocking folder chooser opened at ``start``; ``on_chosen`` gets the folder."""
+    dialog = QFileDialog(parent, title, str(start))
+    dialog.setObjectName("chooseDirectory")
+    dialog.setFileMode(QFileDialog.FileMode.Directory)
+    dialog.setOption(QFileDialog.Option.ShowDirsOnly, True)
+    dialog.fileSelected.connect(lambda folder: on_chosen(Path(folder)))
+    dialog.finished.connect(dialog.deleteLater)
+    dialog.open()
+    return dialog
+
+
+def choose_files(parent: QWidget | None, title: str,
+                 on_chosen: Callable[[list[Path]], object]) -> QFileDialog:
+    """A non-blocking chooser of existing files; ``on_chosen`` gets them."""
+    dialog = QFileDialog(parent, title, str(Path.home()))
+    dialog.setObjectName("chooseFiles")
+    dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
+    dialog.filesSelected.connect(lambda files: on_chosen([Path(f) for f in files]))
+    dialog.finished.connect(dialog.deleteLater)
+    dialog.open()
+    return dialog
 
 
 def ask_passphrase(context: str, parent: QWidget | None = None) -> str | None:

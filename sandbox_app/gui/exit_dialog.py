@@ -2,10 +2,15 @@
 
 The dialog is window-modal to its session window only, so the launcher, the tray and other
 sessions stay usable while a keep or an erase runs (the work is an async job).
+
+Before the choice, the guest's Downloads folder is listed: files not saved to the host in this
+session are named in a warning, and Discard waits until that check has answered (a few
+seconds at most: a guest that stalls cannot hold the dialog).
 """
 
 from __future__ import annotations
 
+import html
 from enum import Enum
 
 from PySide6.QtCore import Qt, Signal
@@ -59,6 +64,10 @@ class ExitDialog(QDialog):
             "<b>Discard</b>: every block the session wrote is overwritten with zeros and its "
             "key is forgotten.")
         self.details.setWordWrap(True)
+        self.downloads_note = QLabel()
+        self.downloads_note.setObjectName("unsavedDownloads")
+        self.downloads_note.setWordWrap(True)
+        self.downloads_note.setVisible(False)
         self.keep_button = QPushButton("Keep changes")
         self.discard_button = QPushButton("Discard — securely erase")
         self.cancel_button = QPushButton("Cancel")
@@ -79,11 +88,43 @@ class ExitDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(self.question)
         layout.addWidget(self.details)
+        layout.addWidget(self.downloads_note)
         layout.addWidget(self.phase)
         layout.addWidget(self.progress)
         layout.addLayout(buttons)
         self._choice: ExitChoice | None = None
         self.rejected.connect(self._on_rejected)
+
+    def checking_downloads(self) -> None:
+        """The downloads check runs: say so, and hold Discard until it answers."""
+        self.downloads_note.setText("Checking the guest's downloads…")
+        self.downloads_note.setStyleSheet("")
+        self.downloads_note.setVisible(True)
+        self.discard_button.setEnabled(False)
+
+    def show_unsaved(self, names: list[str]) -> None:
+        """Warn about guest downloads not saved to the host (names already sanitised)."""
+        self.discard_button.setEnabled(True)
+        if not names:
+            self.downloads_note.setVisible(False)
+            return
+        n = len(names)
+        listed = html.escape(", ".join(names[:5]) + (", …" if n > 5 else ""))
+        it = "them" if n > 1 else "it"
+        self.downloads_note.setText(
+            f"⚠ <b>{n} downloaded file{'s were' if n > 1 else ' was'} not saved to the "
+            f"host</b>: {listed}.<br>Discard erases {it}; to keep {it}, Cancel and use "
+            "Downloads → Save to host… first.")
+        self.downloads_note.setTextFormat(Qt.TextFormat.RichText)
+        self.downloads_note.setStyleSheet("background:#fff3cd; color:#664d03; padding:6px;")
+        self.downloads_note.setVisible(True)
+
+    def downloads_unknown(self, message: str) -> None:
+        """The check failed (guest stalled or lied): say so, and let the user choose."""
+        self.discard_button.setEnabled(True)
+        self.downloads_note.setText(f"Could not check the guest's downloads ({message}).")
+        self.downloads_note.setTextFormat(Qt.TextFormat.PlainText)
+        self.downloads_note.setVisible(True)
 
     def choice(self) -> ExitChoice | None:
         return self._choice

@@ -6,17 +6,22 @@ Jobs never touch widgets: the controller (``app.App``) listens to their signals.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 from ..core import rfb
+from ..core.agent import GuestAgent
+from ..core.clipboard import copy_from_guest, copy_to_guest
 from ..core.contexts import ContextStore
-from ..core.errors import BlankSlateError, UsageError
+from ..core.errors import BlankSlateError, GuestError, UsageError
 from ..core.images import Image, ImageStore
 from ..core.journal import Journal
 from ..core.paths import Paths
 from ..core.runner import ContextRunner, accel_warning
-from ..core.session import EndReport, Session
+from ..core.session import EndReport, Session, SessionState
+from ..core.transfer import GuestFile, list_downloads, sanitize_name, save_to_host, send_to_guest
 from ..core.vault import key_store
 from .asyncbridge import Job, in_thread
+from .exit_dialog import human_bytes
 
 
 async def connect_display(session: Session) -> rfb.RfbClient:
@@ -158,3 +163,125 @@ class ProbeAccelJob(Job):
             if await in_thread(accel_warning, self.paths, image):
                 return True
         return False
+
+
+# ------------------------------------------------------------------ files and clipboard
+
+
+def _agent(session: Session) -> GuestAgent:
+    if session.agent is None or session.state is not SessionState.RUNNING:
+        raise GuestError("the session is not running")
+    return session.agent
+
+
+class ClipboardToGuestJob(Job):
+    """Put host clipboard text into the guest clipboard (if the context's policy allows)."""
+
+    def __init__(self, name: str, session: Session, text: str) -> None:
+        super().__init__(f"clipboard-in-{name}")
+        self.session = session
+        self.text = text
+
+    async def work(self) -> int:
+        s = self.session
+        return await copy_to_guest(_agent(s), s.image.recipe, s.context.profile.clipboard,
+                                   self.text)
+
+
+class ClipboardFromGuestJob(Job):
+    """Read the guest clipboard's text (if the context's policy allows)."""
+
+    def __init__(self, name: str, session: Session) -> None:
+        super().__init__(f"clipboard-out-{name}")
+        self.session = session
+
+    async def work(self) -> str:
+        s = self.session
+        return await copy_from_guest(_agent(s), s.image.recipe, s.context.profile.clipboard)
+
+
+class ListDownloadsJob(Job):
+    """The files in the guest's Downloads folder."""
+
+    def __init__(self, name: str, session: Session, timeout: float = 30.0) -> None:
+        super().__init__(f"list-downloads-{name}")
+        self.session = session
+        self.timeout = timeout
+
+    async def work(self) -> list[GuestFile]:
+        folder = self.session.image.recipe.downloads_dir
+        return await list_downloads(_agent(self.session), folder, self.timeout)
+
+
+class UnsavedDownloadsJob(Job):
+    """The (sanitised) names of the guest's downloads that are not in ``saved``."""
+
+    def __init__(self, name: str, session: Session, saved: set[GuestFile],
+                 timeout: float) -> None:
+        super().__init__(f"unsaved-downloads-{name}")
+        self.session = session
+        self.saved = saved
+        self.timeout = timeout
+
+    async def work(self) -> list[str]:
+        folder = self.session.image.recipe.downloads_dir
+        files = await list_downloads(_agent(self.session), folder, self.timeout)
+        return [sanitize_name(f.name) for f in files if f not in self.saved]
+
+
+class SaveDownloadsJob(Job):
+    """Copy guest downloads into a host folder, streamed, never overwriting a host file."""
+
+    cancellable = True  # save_to_host erases its partial file when cancelled
+
+    def __init__(self, name: str, session: Session, items: list[GuestFile],
+                 target: Path) -> None:
+        super().__init__(f"save-downloads-{name}")
+        self.session = session
+        self.items = items
+        self.target = target
+        self.saved: list[tuple[GuestFile, Path]] = []  # also read after a failure
+
+    async def work(self) -> list[tuple[GuestFile, Path]]:
+        agent = _agent(self.session)
+        folder = self.session.image.recipe.downloads_dir
+        total = max(sum(item.size for item in self.items), 1)
+        before = 0
+        for item in self.items:
+            label = sanitize_name(item.name)
+
+            def progress(done: int, size: int, label: str = label, before: int = before
+                         ) -> None:
+                self.report(f"{label}: {human_bytes(done)} of {human_bytes(size)}",
+                            min((before + done) / total, 1.0))
+
+            path = await save_to_host(agent, folder, item, self.target, progress)
+            self.saved.append((item, path))
+            before += item.size
+        return self.saved
+
+
+class SendFilesJob(Job):
+    """Copy host files into the guest's Downloads folder."""
+
+    cancellable = True  # send_to_guest removes its partial guest file
+
+    def __init__(self, name: str, session: Session, files: list[Path]) -> None:
+        super().__init__(f"send-files-{name}")
+        self.session = session
+        self.files = files
+        self.sent: list[GuestFile] = []  # as they are in the guest; also read after a failure
+
+    async def work(self) -> list[GuestFile]:
+        agent = _agent(self.session)
+        folder = self.session.image.recipe.downloads_dir
+        for source in self.files:
+            def progress(done: int, size: int, name: str = source.name) -> None:
+                self.report(f"{name}: {human_bytes(done)} of {human_bytes(size)}",
+                            done / size if size else None)
+
+            size = source.stat().st_size if source.is_file() else 0
+            guest_path = await send_to_guest(agent, source, folder, progress)
+            self.sent.append(GuestFile(guest_path.rsplit("/", 1)[-1], size))
+        return self.sent
+

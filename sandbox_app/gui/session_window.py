@@ -2,18 +2,44 @@
 
 The context's name is always visible (title, a colored label above the screen) so the user
 never types into the wrong context. Closing the window asks how to end the session.
+
+Files and clipboard: a Downloads panel (dock), Send file… and drops of host files, and two
+clipboard actions (Ctrl+Shift+V: host clipboard into the guest; Ctrl+Shift+C: guest
+clipboard to the host), greyed out, with the reason, when the context's policy or the image
+does not allow them. Nothing is copied unless the user asks.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize
-from PySide6.QtGui import QAction, QCloseEvent, QColor
-from PySide6.QtWidgets import QFrame, QLabel, QMainWindow, QToolBar, QVBoxLayout, QWidget
+from pathlib import Path
+
+from PySide6.QtCore import QMimeData, QSize, Qt
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QColor,
+    QDragEnterEvent,
+    QDragMoveEvent,
+    QDropEvent,
+    QKeySequence,
+)
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFrame,
+    QLabel,
+    QMainWindow,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..core import rfb
+from ..core.clipboard import ClipboardPolicy, refusal
+from ..core.images import Recipe
 from ..core.qemu import TCG_WARNING
 from .asyncbridge import Job
 from .display import VmDisplay
+from .downloads_panel import DownloadsPanel
 from .signals import AppSignals
 
 FRAME_WIDTH = 8
@@ -25,15 +51,25 @@ def text_color(background: str) -> str:
     return "#000000" if (c.red() * 299 + c.green() * 587 + c.blue() * 114) > 150_000 else "#ffffff"
 
 
+def local_files(mime: QMimeData) -> list[Path]:
+    """The host files a drag carries; empty unless every item is a local file."""
+    urls = mime.urls() if mime.hasUrls() else []
+    if not urls or not all(u.isLocalFile() for u in urls):
+        return []
+    return [Path(u.toLocalFile()) for u in urls]
+
+
 class SessionWindow(QMainWindow):
-    """One running session; toolbar: Quick reset, Stop."""
+    """One running session; toolbar: Quick reset, Stop, clipboard, Send file…, Downloads."""
 
     def __init__(self, context: str, color: str, client: rfb.RfbClient, signals: AppSignals,
-                 *, tcg: bool = False) -> None:
+                 *, tcg: bool = False, recipe: Recipe | None = None,
+                 clipboard: ClipboardPolicy = ClipboardPolicy.HOST_TO_GUEST) -> None:
         super().__init__()
         self.context = context
         self.signals = signals
         self._closing_for_real = False
+        self._busy = False
         self.setWindowTitle(f"{context} — Blank Slate")
         self.display = VmDisplay(client)
         fg = text_color(color)
@@ -66,23 +102,96 @@ class SessionWindow(QMainWindow):
         self.stop_action.triggered.connect(lambda: signals.stop_requested.emit(context))
         bar.addAction(self.reset_action)
         bar.addAction(self.stop_action)
+        bar.addSeparator()
+        self._add_transfer_actions(bar, recipe, clipboard)
         self.addToolBar(bar)
+        self.setAcceptDrops(True)
         self.statusBar()
         # Start at the guest's own size, so nothing is scaled until the user resizes.
         self.display.set_preferred(QSize(client.width, client.height))
         self.adjustSize()
 
+    def _add_transfer_actions(self, bar: QToolBar, recipe: Recipe | None,
+                              policy: ClipboardPolicy) -> None:
+        context, signals = self.context, self.signals
+        no_image = "the session is not running"
+        self.paste_action = QAction("Paste host clipboard into guest", self)
+        self.paste_action.setIconText("Paste into guest")
+        self.paste_action.setShortcut(QKeySequence("Ctrl+Shift+V"))
+        self.paste_action.triggered.connect(
+            lambda: signals.clipboard_to_guest_requested.emit(context))
+        self.copy_action = QAction("Copy guest clipboard to host", self)
+        self.copy_action.setIconText("Copy from guest")
+        self.copy_action.setShortcut(QKeySequence("Ctrl+Shift+C"))
+        self.copy_action.triggered.connect(
+            lambda: signals.clipboard_from_guest_requested.emit(context))
+        self._refusals = {
+            self.paste_action: refusal(recipe, policy, to_guest=True) if recipe else no_image,
+            self.copy_action: refusal(recipe, policy, to_guest=False) if recipe else no_image,
+        }
+        self.send_action = QAction("Send file…", self)
+        self.send_action.setToolTip("Copy files from this computer into the guest's Downloads "
+                                    "folder (or drop them onto this window)")
+        self.send_action.triggered.connect(lambda: signals.send_files_requested.emit(context, []))
+        self.downloads = DownloadsPanel(context, signals)
+        self.downloads_dock = QDockWidget("Downloads", self)
+        self.downloads_dock.setObjectName("downloadsDock")
+        self.downloads_dock.setWidget(self.downloads)
+        self.downloads_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.downloads_dock)
+        self.downloads_dock.hide()
+        self.downloads_dock.visibilityChanged.connect(self._downloads_shown)
+        self.downloads_action = self.downloads_dock.toggleViewAction()
+        self.downloads_action.setText("Downloads")
+        self.downloads_action.setToolTip("The files the guest downloaded: save them to this "
+                                         "computer")
+        for action in (self.paste_action, self.copy_action, self.send_action,
+                       self.downloads_action):
+            bar.addAction(action)
+        self._update_actions()
+
+    def _update_actions(self) -> None:
+        for action in (self.reset_action, self.stop_action, self.send_action):
+            action.setEnabled(not self._busy)
+        for action, why in self._refusals.items():
+            action.setEnabled(why is None and not self._busy)
+            shortcut = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            action.setToolTip(f"{action.text()} ({shortcut})" if why is None
+                              else f"{action.text()}: not available — {why}")
+
+    def _downloads_shown(self, visible: bool) -> None:
+        if visible:
+            self.signals.downloads_refresh_requested.emit(self.context)
+
+    def show_downloads(self) -> None:
+        """Open the Downloads panel (it lists the guest's files when it opens)."""
+        self.downloads_dock.show()
+
     def follow(self, job: Job) -> None:
         """Show a job's phases in the status bar; no second reset/stop while it runs."""
-        for action in (self.reset_action, self.stop_action):
-            action.setEnabled(False)
+        self._busy = True
+        self._update_actions()
         job.progress.connect(lambda phase, _p: self.statusBar().showMessage(phase))
         job.ended.connect(self._job_ended)
 
     def _job_ended(self) -> None:
         self.statusBar().clearMessage()
-        for action in (self.reset_action, self.stop_action):
-            action.setEnabled(True)
+        self._busy = False
+        self._update_actions()
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if local_files(event.mimeData()) and not self._busy:
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        if local_files(event.mimeData()) and not self._busy:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        files = local_files(event.mimeData())
+        if files and not self._busy:
+            event.acceptProposedAction()
+            self.signals.send_files_requested.emit(self.context, files)
 
     def replace_client(self, client: rfb.RfbClient) -> None:
         """After a quick reset: the new session's screen in the same window."""

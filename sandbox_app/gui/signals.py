@@ -19,6 +19,12 @@ class AppSignals(QObject):
     remove_requested = Signal(str)
     create_requested = Signal(object, str)  # Profile, passphrase ("" for none)
     build_requested = Signal(str)  # image name
+    # Files and clipboard (gui.transfers carries them out); only ever on a user action.
+    clipboard_to_guest_requested = Signal(str)
+    clipboard_from_guest_requested = Signal(str)
+    downloads_refresh_requested = Signal(str)
+    save_downloads_requested = Signal(str, list)  # context, [core.transfer.GuestFile]
+    send_files_requested = Signal(str, list)  # context, [Path]; empty: ask which
     show_launcher_requested = Signal()
     quit_requested = Signal()
     # Notifications (controller → views).
