@@ -223,3 +223,35 @@ def test_new_context_dialog_offers_the_clipboard_policy(gui: Gui) -> None:
     dialog.clipboard.setCurrentIndex(dialog.clipboard.findData(ClipboardPolicy.OFF))
     dialog.accept()
     assert ContextStore(gui.app.paths).get("clip").profile.clipboard is ClipboardPolicy.OFF
+
+
+@ends_clean
+def test_cancelling_a_save_leaves_no_partial_file(gui: Gui, tmp_path: Path) -> None:
+    gui.start()
+    gui.guest("t1", f"mkdir -p {DOWNLOADS} && head -c 60000000 /dev/zero > {DOWNLOADS}/big.iso")
+    out = tmp_path / "out"
+    job = gui.app.transfers.save_to("t1", [GuestFile("big.iso", 60_000_000)], out)
+    assert job is not None and job.cancellable
+    wait_until(lambda: any(out.glob(".big.iso.part")), 30)  # the copy is under way
+    assert job.cancel()
+    wait_until(job.done, 30)
+    assert list(out.iterdir()) == []
+    assert gui.guest("t1", "echo alive") == "alive\n"  # the agent still answers
+
+
+@ends_clean
+def test_a_guest_stalling_the_downloads_check_does_not_hold_the_exit_dialog(gui: Gui) -> None:
+    gui.start()
+    # The guest agent freezes half a second from now: every request to it stalls.
+    gui.guest("t1", "(sleep 0.5; kill -STOP $(pidof qemu-ga)) >/dev/null 2>&1 &")
+    asyncbridge.complete(asyncio.sleep(1.0))
+    t0 = time.monotonic()
+    gui.app.windows["t1"].close()
+    wait_until(lambda: "t1" in gui.app.exit_dialogs)
+    dialog = gui.app.exit_dialogs["t1"]
+    assert not dialog.discard_button.isEnabled()  # not before the check has answered
+    wait_until(dialog.discard_button.isEnabled, 30)
+    assert time.monotonic() - t0 < 15
+    assert dialog.downloads_note.isVisible()
+    assert "Could not check the guest's downloads" in dialog.downloads_note.text()
+    dialog.cancel_button.click()
