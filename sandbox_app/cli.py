@@ -204,6 +204,10 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
             assert session.agent is not None
             await copy_to_guest(session.agent, session.image.recipe, ctx.profile.clipboard,
                                 args.clipboard_in)
+        if args.url:
+            await session.open_url(args.url)
+        if args.screenshot:
+            await session.screenshot(Path(args.screenshot))
         for cmd in args.exec or []:
             res = await session.exec(cmd)
             results.append({
@@ -241,6 +245,8 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
         **({"put": transfers["put"]} if args.put else {}),
         **({"saved": transfers["saved"]} if args.save_downloads else {}),
         **({"clipboard": clipboard_out} if args.clipboard_out else {}),
+        **({"url": args.url} if args.url else {}),
+        **({"screenshot": str(Path(args.screenshot).resolve())} if args.screenshot else {}),
         "on_exit": on_exit,
         "changed_bytes": report.changed_bytes,
         "wiped_bytes": report.wiped_bytes,
@@ -331,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the context's passphrase from stdin")
     r.add_argument("--put", action="append", metavar="FILE",
                    help="copy a host file into the guest's Downloads folder first")
+    r.add_argument("--url", help="open URL in the session's browser (and wait until it drew)")
+    r.add_argument("--screenshot", metavar="PNG",
+                   help="with --headless: save the screen as PNG (after --url's page loaded)")
     r.add_argument("--clipboard-in", metavar="TEXT",
                    help="put TEXT into the guest clipboard (before the commands run)")
     r.add_argument("--clipboard-out", action="store_true",

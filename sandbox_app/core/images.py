@@ -64,12 +64,26 @@ def recipes_dir() -> Path:
     raise ImageError("image recipes not found (set BLANKSLATE_RECIPES)")
 
 
+def recipe_digest(name: str) -> str:
+    """One hash of everything in a recipe's directory (build.py and the guest files)."""
+    root = recipes_dir() / name
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(f"{path.relative_to(root)}\0{sha256_file(path)}\0".encode())
+    return h.hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(4 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    value = int(color.removeprefix("#"), 16)
+    return value >> 16, (value >> 8) & 0xFF, value & 0xFF
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,8 @@ class Recipe:
     cpus: int = 1
     display: tuple[int, int] = (1024, 768)
     open_url_command: tuple[str, ...] = ()
+    # The colour the browser fills its window with while a new page has not painted yet.
+    loading_color: tuple[int, int, int] | None = None
     downloads_dir: str = "/root/Downloads"
     clipboard_set_command: tuple[str, ...] = ()  # text on stdin; empty: no clipboard
     clipboard_get_command: tuple[str, ...] = ()  # text on stdout
@@ -100,6 +116,7 @@ class Recipe:
                 cpus=int(d.get("cpus", 1)),
                 display=(int(disp.get("width", 1024)), int(disp.get("height", 768))),
                 open_url_command=tuple(d.get("open_url_command", ())),
+                loading_color=_rgb(d["loading_color"]) if d.get("loading_color") else None,
                 downloads_dir=str(d.get("downloads_dir", "/root/Downloads")),
                 clipboard_set_command=tuple(map(str, d.get("clipboard_set_command", ()))),
                 clipboard_get_command=tuple(map(str, d.get("clipboard_get_command", ()))),
@@ -256,7 +273,7 @@ class ImageStore:
             raise NotFoundError(f"unknown image '{name}' (known: {', '.join(RECIPES)})")
         target = self.root / name
         async with self._locked(name):
-            if force or not _up_to_date(target, name):
+            if force or not is_built(target, name):
                 await self._run_recipe(name, target, progress)
         image = Image(target)
         accel = self.accel_for(image)
@@ -322,7 +339,7 @@ class ImageStore:
             os.chmod(work / f, 0o444)
         atomic_write_json(work / "manifest.json", {
             "name": name, "built_at": time.time(), "sha256": sums,
-            "recipe_sha256": sha256_file(script),
+            "recipe_sha256": recipe_digest(name),
         })
         old = self.root / f".{name}.old"
         if target.exists():
@@ -354,11 +371,11 @@ class ImageStore:
                                              runtime=self.paths.runtime, progress=progress)
 
 
-def _up_to_date(target: Path, name: str) -> bool:
+def is_built(target: Path, name: str) -> bool:
     """Built, and by the recipe as it is now (a changed recipe means a rebuild)."""
     try:
         manifest = json.loads((target / "manifest.json").read_text())
-        return bool(manifest["recipe_sha256"] == sha256_file(recipes_dir() / name / "build.py"))
+        return bool(manifest["recipe_sha256"] == recipe_digest(name))
     except (OSError, ValueError, KeyError):
         return False
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ def validate_name(name: str, what: str = "name") -> str:
 def private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) and make it 0700, owned by us."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.lstat()  # in /tmp, someone else may have made it first (or a symlink)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise UsageError(f"{path} is not a directory of ours: refusing to use it")
     os.chmod(path, 0o700)
     return path
 
@@ -61,8 +65,9 @@ class Paths:
                 digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
                 runtime = Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}-{digest}"
             return cls(root / "config", root / "data", root / "state", runtime)
-        runtime_base = Path(platformdirs.user_runtime_dir(APP))
-        if not runtime_base.parent.is_dir():
+        if os.environ.get("XDG_RUNTIME_DIR"):
+            runtime_base = Path(platformdirs.user_runtime_dir(APP))
+        else:
             # No XDG_RUNTIME_DIR (e.g. root without logind): a private dir in /tmp.
             runtime_base = Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
         return cls(

@@ -22,12 +22,19 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from . import network
+from . import network, screen
 from .agent import ExecResult, GuestAgent
 from .compaction import compact, needs_compaction
 from .contexts import Context, Manifest, Network
 from .disks import allocated_bytes, check_chain, create_overlay, virtual_size
-from .errors import BlankSlateError, DiskFullError, GuestError, ImageError, QemuError
+from .errors import (
+    BlankSlateError,
+    DiskFullError,
+    GuestError,
+    ImageError,
+    QemuError,
+    UsageError,
+)
 from .images import Image, ImageStore, SnapshotPoint
 from .journal import Journal, SessionRecord, collect_garbage, process_start_time
 from .keys import SessionKey
@@ -38,6 +45,8 @@ from .vault import Vault, key_store
 from .wipe import secure_erase
 
 log = logging.getLogger(__name__)
+
+MAX_URL = 64 * 1024  # Firefox takes longer, but an argv through the agent has limits
 
 
 class SessionState(Enum):
@@ -300,6 +309,36 @@ class Session:
             if status == "io-error":
                 raise DiskFullError("the disk holding Blank Slate's data is full: "
                                     "the session was paused")
+
+    async def open_url(self, url: str, *, wait: bool = True, timeout: float = 60.0) -> None:
+        """Open ``url`` in the guest's browser; with ``wait``, until the page has drawn."""
+        command = self.image.recipe.open_url_command
+        if not command:
+            raise GuestError(f"the '{self.image.name}' image has no browser to open pages in")
+        if not url or len(url) > MAX_URL or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+            raise UsageError("the URL is empty, too long or holds control characters")
+        if self.agent is None or self.machine is None or self.state is not SessionState.RUNNING:
+            raise GuestError("the session is not running")
+        before = await screen.grab(self.machine, self.runtime_dir) if wait else None
+        res = await self.agent.exec([*command, url], timeout=30.0)
+        if res.exit_code != 0:
+            raise GuestError("the guest's browser did not take the URL: "
+                             + res.stderr.decode(errors="replace").strip()[-200:])
+        if wait:
+            await screen.wait_settled(self.machine, self.runtime_dir, changed_from=before,
+                                      loading_color=self.image.recipe.loading_color,
+                                      timeout=timeout)
+
+    async def grab_screen(self) -> screen.Frame:
+        if self.machine is None or self.state is not SessionState.RUNNING:
+            raise GuestError("the session is not running")
+        return await screen.grab(self.machine, self.runtime_dir)
+
+    async def screenshot(self, dest: Path) -> None:
+        """Save what the guest's screen shows now as a PNG."""
+        if self.machine is None or self.state is not SessionState.RUNNING:
+            raise GuestError("the session is not running")
+        await screen.save_png(self.machine, self.runtime_dir, dest)
 
     @property
     def vnc_path(self) -> Path:

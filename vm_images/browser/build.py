@@ -532,6 +532,8 @@ def write_recipe(out: Path) -> None:
         "agent_port": AGENT_PORT,
         "ready_command": "/usr/local/bin/blankslate-ready",
         "open_url_command": ["/usr/local/bin/blankslate-open"],
+        # Firefox's empty document (between the old page and the new one's first paint).
+        "loading_color": "#f9f9fb",
         "clipboard_set_command": ["/usr/local/bin/blankslate-clipboard", "set"],
         "clipboard_get_command": ["/usr/local/bin/blankslate-clipboard", "get"],
         "downloads_dir": f"/home/{USER}/Downloads",

@@ -42,3 +42,8 @@ user_pref("browser.download.dir", "/home/browser/Downloads");
 user_pref("browser.download.folderList", 2);
 user_pref("browser.download.useDownloadDir", true);
 user_pref("media.hardware-video-decoding.enabled", false);
+// Pages the app opens (blankslate-open) replace the current one: a kiosk has no tab strip,
+// so tabs would pile up unseen; and the old page stays on screen until the new one paints.
+user_pref("browser.link.open_newwindow.override.external", 1);
+// `blankslate run --url data:…` is the user's own request, not a page's navigation.
+user_pref("security.data_uri.block_toplevel_data_uri_navigations", false);

@@ -1,0 +1,65 @@
+"""The real browser guest: Debian + Firefox ESR in a cage kiosk, restored from its snapshot.
+
+Building the image takes minutes, so these tests are marked ``browser``: they run in the
+default suite when the image is already built (in the test cache, or in the user's own data
+dir after ``make run``), and otherwise only with ``-m slow``, which builds it first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+from PySide6.QtGui import QColor, QImage
+
+from sandbox_app.core.contexts import ContextStore, Network, Profile
+from sandbox_app.core.paths import Paths
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(1800)]
+
+GREEN = "#12ab34"
+PAGE = ("data:text/html,<title>t</title><body style='margin:0;background:%2312ab34'>"
+        "<div style='position:fixed;left:0;top:0;width:200px;height:100px;"
+        "background:%23d02020'></div></body>")
+
+
+@pytest.fixture
+def web(browser_paths: Paths) -> str:
+    ContextStore(browser_paths).create(Profile(name="web", image="browser",
+                                                network=Network.NONE))
+    return "web"
+
+
+def _color(image: QImage, x: int, y: int) -> str:
+    return QColor(image.pixel(x, y)).name()
+
+
+def test_url_screenshot_shows_the_page(web: str, tmp_path: Path) -> None:
+    shot = tmp_path / "page.png"
+    proc = run_cli("run", web, "--headless", "--json", "--url", PAGE, "--screenshot", str(shot),
+                   "--exec", "ls /home/browser/.mozilla/blankslate/sessionstore-backups "
+                             "2>/dev/null | wc -l", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["restore_s"] is not None  # restored from the golden snapshot, not booted
+    image = QImage(str(shot))
+    assert (image.width(), image.height()) == (1280, 800)
+    assert _color(image, 100, 50) == "#d02020"      # the fixed box, top left
+    assert _color(image, 640, 400) == GREEN          # the page's background
+    assert _color(image, 1200, 750) == GREEN
+
+
+def test_restored_browser_shows_the_start_page_not_recovery(web: str, tmp_path: Path) -> None:
+    shot = tmp_path / "start.png"
+    proc = run_cli("run", web, "--headless", "--json", "--screenshot", str(shot),
+                   "--exec", "date +%s", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    image = QImage(str(shot))
+    # The start page's own background, edge to edge: no crash-recovery or first-run tab.
+    for x, y in ((4, 4), (1275, 4), (4, 795), (1275, 795)):
+        assert _color(image, x, y) == "#1d2b3a"
+    guest_now = int(json.loads(proc.stdout)["exec"][0]["stdout"])
+    assert abs(guest_now - time.time()) < 60  # the clock was set after the restore
