@@ -1,0 +1,101 @@
+"""Browser guest: cold boot to rendered page vs restore to rendered page, in one run.
+
+    python benchmarks/browser_start.py [--runs N] [--json]
+
+"Rendered page" means the guest's screen (QMP screendump) shows the start page: its
+background colour at the four corners. Times run from the start request (the call that
+makes the session) to the first screen that shows it. Uses the built ``browser`` image of the
+current BLANKSLATE_HOME (or the platform's data dir) and a temporary home for its context, so
+it never touches the user's contexts. Also measures the full-state restore of a kept context.
+Prints medians of N runs and the ratios against the cold boot measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sandbox_app.core.contexts import ContextStore, ExitDefault, Network, Profile
+from sandbox_app.core.paths import Paths
+from sandbox_app.core.session import Session
+
+START_PAGE = (0x1D, 0x2B, 0x3A)  # vm_images/browser/files/start.html's background
+CORNERS = ((4, 4), (1275, 4), (4, 795), (1275, 795))
+
+
+async def _page_visible(session: Session, t0: float, timeout: float) -> float:
+    while time.monotonic() - t0 < timeout:
+        frame = await session.grab_screen()
+        if frame.width >= 1280 and all(frame.pixel(x, y) == START_PAGE for x, y in CORNERS):
+            return time.monotonic() - t0
+        await asyncio.sleep(0.02)
+    raise TimeoutError("the start page never appeared")
+
+
+async def _once(paths: Paths, name: str, *, cold: bool, keep: bool = False) -> dict[str, float]:
+    t0 = time.monotonic()
+    session = await Session.start(paths, ContextStore(paths).get(name), cold=cold)
+    try:
+        visible = await _page_visible(session, t0, 600.0 if cold else 60.0)
+        result = {"page_s": visible, "running_s": session.timings.restore_s or float("nan")}
+        if keep:
+            await session.keep()
+        return result
+    finally:
+        if session.state.value != "ended":
+            await session.discard()
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    source = Paths.from_env()
+    with tempfile.TemporaryDirectory(prefix="blankslate-bench-") as tmp:
+        os.environ["BLANKSLATE_HOME"] = tmp
+        os.environ.setdefault("BLANKSLATE_KEYRING", "off")
+        paths = Paths.from_env().ensure()
+        paths.images.symlink_to(source.images.resolve())
+        store = ContextStore(paths)
+        for name, on_exit in (("fresh", ExitDefault.DISCARD), ("kept", ExitDefault.KEEP)):
+            store.create(Profile(name=name, image="browser", network=Network.NONE,
+                                 on_exit=on_exit))
+        await _once(paths, "fresh", cold=False)  # warm-up: page cache, snapshot point check
+        cold = [await _once(paths, "fresh", cold=True) for _ in range(args.runs)]
+        template = [await _once(paths, "fresh", cold=False) for _ in range(args.runs)]
+        await _once(paths, "kept", cold=False, keep=True)
+        full = [await _once(paths, "kept", cold=False) for _ in range(args.runs)]
+
+    def med(rows: list[dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] for r in rows)
+
+    cold_s = med(cold, "page_s")
+    results = {
+        "cold boot → page visible": cold_s,
+        "template restore → running": med(template, "running_s"),
+        "template restore → page visible": med(template, "page_s"),
+        "full-state restore (kept) → page visible": med(full, "page_s"),
+    }
+    if args.json:
+        print(json.dumps({"runs": args.runs, "seconds": results,
+                          "ratio_vs_cold": {k: cold_s / v for k, v in results.items()}},
+                         indent=2))
+        return
+    print(f"browser image, runs={args.runs} (median); goal: page ≤ 0.3 s, ratio ≥ 100x")
+    for label, secs in results.items():
+        print(f"  {label:<42} {secs:8.3f} s   ratio vs cold boot {cold_s / secs:7.1f}x")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
