@@ -48,7 +48,7 @@ def test_url_screenshot_shows_the_page(web: str, tmp_path: Path) -> None:
     image = QImage(str(shot))
     assert (image.width(), image.height()) == (1280, 800)
     assert _color(image, 100, 50) == "#d02020"      # the fixed box, top left
-    assert _color(image, 900, 300) == GREEN          # the page background (the pointer sits mid-screen)
+    assert _color(image, 900, 300) == GREEN  # page background (the pointer is mid-screen)
     assert _color(image, 1200, 750) == GREEN
 
 
