@@ -374,7 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _gui([])
         if args.func is cmd_run and not args.headless:
             ContextStore(paths).get(args.context)
-            return _gui(["--open", args.context])
+            if args.exec or args.json or args.screenshot or args.put or args.save_downloads:
+                raise UsageError("--exec, --json, --screenshot, --put and --save-downloads "
+                                 "need --headless")
+            return _gui(["--open", args.context, *(["--url", args.url] if args.url else [])])
         rc: int = asyncio.run(args.func(paths, args))
         return rc
     except BlankSlateError as exc:

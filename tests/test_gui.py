@@ -303,3 +303,13 @@ def test_quit_with_a_running_session_asks_first(gui: Gui) -> None:
     assert box is not None and "t1" in box.text() and not quit_now
     box.button(QMessageBox.StandardButton.No).click()
     assert not quit_now and gui.app.state("t1") is RunState.RUNNING
+
+
+def test_address_bar_turns_what_was_typed_into_a_url() -> None:
+    from sandbox_app.gui.session_window import normalize_address
+    assert normalize_address(" example.org/a?b ") == "https://example.org/a?b"
+    assert normalize_address("localhost:8080/x") == "https://localhost:8080/x"
+    assert normalize_address("http://example.org") == "http://example.org"
+    assert normalize_address("data:text/html,<b>x</b>") == "data:text/html,<b>x</b>"
+    assert normalize_address("two words") == ""
+    assert normalize_address("") == ""

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     """``blankslate gui`` (and ``blankslate`` with no arguments)."""
     parser = argparse.ArgumentParser(prog="blankslate gui")
     parser.add_argument("--open", metavar="CONTEXT", help="start this context right away")
+    parser.add_argument("--url", help="with --open: the page to show once it runs")
     args = parser.parse_args(argv or [])
     logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)  # expected disconnects
     asyncbridge.stderr_excepthook()
@@ -75,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         launcher.show()
         app.probe_accel()
         if args.open:
-            app.open_context(args.open)
+            job = app.open_context(args.open)
+            if job is not None and args.url:
+                job.finished.connect(lambda _c: app.transfers.open_url(args.open, args.url))
         code = await latch.wait()
         launcher.hide()
         await app.shutdown()

@@ -174,6 +174,18 @@ def _agent(session: Session) -> GuestAgent:
     return session.agent
 
 
+class OpenUrlJob(Job):
+    """Open a page in the session's browser (it shows on the display as it loads)."""
+
+    def __init__(self, name: str, session: Session, url: str) -> None:
+        super().__init__(f"open-url-{name}")
+        self.session = session
+        self.url = url
+
+    async def work(self) -> None:
+        await self.session.open_url(self.url, wait=False)
+
+
 class ClipboardToGuestJob(Job):
     """Put host clipboard text into the guest clipboard (if the context's policy allows)."""
 

@@ -11,6 +11,7 @@ does not allow them. Nothing is copied unless the user asks.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from PySide6.QtCore import QMimeData, QSize, Qt
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QFrame,
     QLabel,
+    QLineEdit,
     QMainWindow,
     QToolBar,
     QVBoxLayout,
@@ -49,6 +51,16 @@ def text_color(background: str) -> str:
     """Black or white, whichever reads better on ``background``."""
     c = QColor(background)
     return "#000000" if (c.red() * 299 + c.green() * 587 + c.blue() * 114) > 150_000 else "#ffffff"
+
+
+def normalize_address(text: str) -> str:
+    """What the user typed → a URL: a bare host (``example.org/x``) gets ``https://``."""
+    text = text.strip()
+    if not text or any(c.isspace() for c in text):
+        return ""
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", text) and not re.match(r"^[^:/]+:\d+(/|$)", text):
+        return text  # has a scheme (about:, data:, https:…), not host:port
+    return "https://" + text
 
 
 def local_files(mime: QMimeData) -> list[Path]:
@@ -103,6 +115,9 @@ class SessionWindow(QMainWindow):
         bar.addAction(self.reset_action)
         bar.addAction(self.stop_action)
         bar.addSeparator()
+        self.address: QLineEdit | None = None
+        if recipe is not None and recipe.open_url_command:
+            self._add_address_bar(bar)
         self._add_transfer_actions(bar, recipe, clipboard)
         self.addToolBar(bar)
         self.setAcceptDrops(True)
@@ -110,6 +125,34 @@ class SessionWindow(QMainWindow):
         # Start at the guest's own size, so nothing is scaled until the user resizes.
         self.display.set_preferred(QSize(client.width, client.height))
         self.adjustSize()
+
+    def _add_address_bar(self, bar: QToolBar) -> None:
+        """The kiosk browser has no address bar of its own: this one opens pages in it."""
+        self.address = QLineEdit()
+        self.address.setObjectName("addressBar")
+        self.address.setPlaceholderText("Open an address in this session (Ctrl+L)")
+        self.address.setClearButtonEnabled(True)
+        self.address.setMinimumWidth(280)
+        self.address.returnPressed.connect(self._open_address)
+        bar.addWidget(self.address)
+        focus = QAction("Address bar", self)
+        focus.setShortcut(QKeySequence("Ctrl+L"))
+        focus.triggered.connect(self._focus_address)
+        self.addAction(focus)
+        bar.addSeparator()
+
+    def _focus_address(self) -> None:
+        if self.address is not None:
+            self.address.setFocus()
+            self.address.selectAll()
+
+    def _open_address(self) -> None:
+        assert self.address is not None
+        url = normalize_address(self.address.text())
+        if url:
+            self.address.setText(url)
+            self.signals.open_url_requested.emit(self.context, url)
+            self.display.setFocus()  # back to the page
 
     def _add_transfer_actions(self, bar: QToolBar, recipe: Recipe | None,
                               policy: ClipboardPolicy) -> None:

@@ -20,6 +20,7 @@ class AppSignals(QObject):
     create_requested = Signal(object, str)  # Profile, passphrase ("" for none)
     build_requested = Signal(str)  # image name
     # Files and clipboard (gui.transfers carries them out); only ever on a user action.
+    open_url_requested = Signal(str, str)  # context, URL (typed into the address bar)
     clipboard_to_guest_requested = Signal(str)
     clipboard_from_guest_requested = Signal(str)
     downloads_refresh_requested = Signal(str)

@@ -1,7 +1,8 @@
 """Carries out the session windows' file and clipboard requests (part of the controller).
 
-Everything here starts from a user action: a button, a shortcut, a drop. The clipboard is
-never watched or synchronised in the background; files copied out are never opened.
+Everything here starts from a user action: a button, a shortcut, a drop, an address. The
+clipboard is never watched or synchronised in the background; files copied out are never
+opened.
 Downloads saved to the host (and files sent from it) are remembered per session, so the
 exit dialog can name the downloads that would be lost.
 """
@@ -24,6 +25,7 @@ from .jobs import (
     ClipboardFromGuestJob,
     ClipboardToGuestJob,
     ListDownloadsJob,
+    OpenUrlJob,
     SaveDownloadsJob,
     SendFilesJob,
     UnsavedDownloadsJob,
@@ -45,6 +47,7 @@ class Transfers(QObject):
         self.app = app
         self._saved: dict[str, set[GuestFile]] = {}  # session id → saved or sent files
         s = app.signals
+        s.open_url_requested.connect(self.open_url)
         s.clipboard_to_guest_requested.connect(self.paste_into_guest)
         s.clipboard_from_guest_requested.connect(self.copy_from_guest)
         s.downloads_refresh_requested.connect(self.refresh)
@@ -68,6 +71,16 @@ class Transfers(QObject):
         window = self.app.windows.get(name)
         if window is not None:
             window.statusBar().showMessage(text, 8000)
+
+    # ------------------------------------------------------------------ pages
+
+    def open_url(self, name: str, url: str) -> Job | None:
+        """A page typed into the address bar (or given with ``run --url``)."""
+        session = self._session(name)
+        if session is None:
+            return None
+        self._status(name, f"Opening {url}…")
+        return self.app.submit(OpenUrlJob(name, session, url))
 
     # ------------------------------------------------------------------ clipboard
 
