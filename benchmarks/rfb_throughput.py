@@ -9,18 +9,21 @@ few lines every 30 ms so every refresh changes the whole screen. The client runs
 incremental update loop; prints updates/s, pixels/s, bytes/s and the client's CPU time per
 update (including the panner's monitor calls) for Raw and Zlib, all measured in the same run.
 (Asking for non-incremental updates of a static screen instead only measures QEMU's idle
-refresh timer, ~3 frames/s.)
+refresh timer, ~3 frames/s.) ``benchmarks/display.py`` reuses this panning source.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +48,7 @@ async def set_bochs_mode(qmp: QMPClient, width: int, height: int) -> None:
         await _hmp(qmp, f"o/h 0x1cf {value}")
 
 
-async def _vram_address(qmp: QMPClient) -> int:
+async def vram_address(qmp: QMPClient) -> int:
     buses: list[dict[str, Any]] = await qmp.execute("query-pci")  # type: ignore[assignment]
     for bus in buses:
         for dev in bus["devices"]:
@@ -103,6 +106,58 @@ async def pan(qmp: QMPClient, stop: asyncio.Event) -> None:
         await asyncio.sleep(0.03)
 
 
+def count_updates(client: RfbClient) -> list[int]:
+    """A one-element counter of the FramebufferUpdates that answered our requests (frames)."""
+    updates = [0]
+    orig_update = client._read_framebuffer_update
+
+    async def counting_update() -> bool:
+        answered = await orig_update()
+        updates[0] += answered
+        return answered
+
+    client._read_framebuffer_update = counting_update  # type: ignore[method-assign]
+    return updates
+
+
+@dataclass
+class VgaSource:
+    """A running :func:`vga_qemu`: its monitor and its VNC and gdbstub sockets."""
+
+    qmp: QMPClient
+    vnc: Path
+    gdb: Path
+
+
+@contextlib.asynccontextmanager
+async def vga_qemu(workdir: Path) -> AsyncIterator[VgaSource]:
+    """QEMU (TCG, std VGA, no guest), stopped in Bochs mode WIDTHxHEIGHTx32; killed at exit."""
+    d = workdir
+    proc = await asyncio.create_subprocess_exec(
+        "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-machine", "q35,accel=tcg",
+        "-m", "64", "-device", "VGA", "-display", "none", "-vnc", f"unix:{d / 'vnc.sock'}",
+        "-qmp", f"unix:{d / 'qmp.sock'},server=on,wait=off",
+        "-gdb", f"unix:{d / 'gdb.sock'},server=on,wait=off")
+    try:
+        for _ in range(100):
+            if (d / "qmp.sock").exists() and (d / "vnc.sock").exists():
+                break
+            await asyncio.sleep(0.05)
+        qmp = QMPClient("bench")
+        await qmp.connect(str(d / "qmp.sock"))
+        await asyncio.sleep(1.0)  # let SeaBIOS set up the PCI BARs
+        await qmp.execute("stop")  # SeaBIOS must not set a mode after ours
+        await set_bochs_mode(qmp, WIDTH, HEIGHT)
+        yield VgaSource(qmp, d / "vnc.sock", d / "gdb.sock")
+        with contextlib.suppress(EOFError):  # QEMU may hang up before answering
+            await qmp.execute("quit")
+            await qmp.disconnect()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
 async def measure(sock: Path, qmp: QMPClient, encodings: tuple[Encoding, ...],
                   seconds: float) -> tuple[float, float, float, float]:
     """Return (updates/s, Mpixel/s, MB/s on the socket, client CPU ms/update)."""
@@ -122,15 +177,7 @@ async def measure(sock: Path, qmp: QMPClient, encodings: tuple[Encoding, ...],
         pixels[0] += w * h
 
     client.on_update = on_update
-    updates = [0]
-    orig_update = client._read_framebuffer_update
-
-    async def counting_update() -> bool:
-        answered = await orig_update()
-        updates[0] += answered
-        return answered
-
-    client._read_framebuffer_update = counting_update  # type: ignore[method-assign]
+    updates = count_updates(client)
     stop = asyncio.Event()
     panner = asyncio.create_task(pan(qmp, stop), name="pan")
     task = asyncio.create_task(client.run(), name="rfb")
@@ -153,22 +200,7 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="blankslate-rfb-") as tmp:
-        d = Path(tmp)
-        proc = await asyncio.create_subprocess_exec(
-            "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-machine", "q35,accel=tcg",
-            "-m", "64", "-device", "VGA", "-display", "none", "-vnc", f"unix:{d / 'vnc.sock'}",
-            "-qmp", f"unix:{d / 'qmp.sock'},server=on,wait=off",
-            "-gdb", f"unix:{d / 'gdb.sock'},server=on,wait=off")
-        try:
-            for _ in range(100):
-                if (d / "qmp.sock").exists() and (d / "vnc.sock").exists():
-                    break
-                await asyncio.sleep(0.05)
-            qmp = QMPClient("bench")
-            await qmp.connect(str(d / "qmp.sock"))
-            await asyncio.sleep(1.0)  # let SeaBIOS set up the PCI BARs
-            await qmp.execute("stop")  # SeaBIOS must not set a mode after ours
-            await set_bochs_mode(qmp, WIDTH, HEIGHT)
+        async with vga_qemu(Path(tmp)) as vga:
             raw = (Encoding.RAW, Encoding.EXTENDED_DESKTOP_SIZE)
             zlib_enc = (Encoding.ZLIB, Encoding.RAW, Encoding.EXTENDED_DESKTOP_SIZE)
             print(f"QEMU std VGA {WIDTH}x{HEIGHT}x32, unix socket, whole screen changing, "
@@ -176,23 +208,15 @@ async def main() -> None:
             lines = HEIGHT + PAN_LINES
             for content, data in (("page-like", page_like(WIDTH, lines)),
                                   ("random noise", os.urandom(WIDTH * lines * 4))):
-                await fill_vram(d / "gdb.sock", await _vram_address(qmp), data)
+                await fill_vram(vga.gdb, await vram_address(vga.qmp), data)
                 results = {}
                 for label, encs in (("Raw", raw), ("Zlib", zlib_enc)):
-                    results[label] = await measure(d / "vnc.sock", qmp, encs, args.seconds)
+                    results[label] = await measure(vga.vnc, vga.qmp, encs, args.seconds)
                     ups, mpix, mbs, cpu = results[label]
                     print(f"  {content:12s} {label:4s} {ups:5.1f} updates/s {mpix:6.1f} Mpixel/s "
                           f"{mbs:6.1f} MB/s on the socket, client CPU {cpu:5.1f} ms/update")
                 print(f"  {content:12s} Zlib/Raw pixel throughput ratio "
                       f"{results['Zlib'][1] / results['Raw'][1]:.2f}")
-            await qmp.execute("quit")
-            await qmp.disconnect()
-        except EOFError:
-            pass
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
 
 
 if __name__ == "__main__":
