@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import sys
@@ -43,9 +42,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QObject
 from PySide6.QtGui import QPaintEvent
-from PySide6.QtWidgets import QApplication, QSystemTrayIcon
+from PySide6.QtWidgets import QSystemTrayIcon
 from rfb_throughput import (
     HEIGHT,
     PAN_LINES,
@@ -124,11 +122,9 @@ async def _measure_widget(vga: VgaSource, seconds: float) -> dict[str, Any]:
     try:
         await asyncio.sleep(WARM_UP_S)
         display.frames, display.paints, updates[0] = 0.0, 0, 0
-        none0 = sys.getrefcount(None)
         cpu0, t0 = time.process_time(), time.monotonic()
         await asyncio.sleep(seconds)
         frames, paints, received = display.frames, display.paints, updates[0]
-        none_lost = none0 - sys.getrefcount(None)
         elapsed = time.monotonic() - t0
         cpu = time.process_time() - cpu0
         picture = (display._target().width(), display._target().height())
@@ -144,7 +140,6 @@ async def _measure_widget(vga: VgaSource, seconds: float) -> dict[str, Any]:
         "paint_events_per_s": paints / elapsed,
         "updates_per_s": received / elapsed,
         "cpu_ms_per_frame": cpu / frames * 1000 if frames else None,
-        "none_refs_lost_per_s": none_lost / elapsed,
         "widget_size": [display.width(), display.height()],
         "picture_size": list(picture),
     }
@@ -305,38 +300,10 @@ async def measure_rss(home: Path) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------------- PySide6 bug
-
-
-def shield_singletons(qapp: QApplication) -> int:
-    """Keep a PySide6 refcount bug from aborting the run; return None refs lost per call (0: ok).
-
-    PySide6 6.12.0 on CPython 3.11 drops a reference to None on every call returning None
-    (``processEvents()``, ``update()``, ``setObjectName()``…) and to True on ``emit()``.
-    From 3.12 these objects are immortal; on 3.11 the process aborts ("deallocating None")
-    once the count reaches 0: None starts near 11,000 and page-like content loses ~20,000 a
-    second in ``VmDisplay._on_update``. These objects are never freed, so raising their
-    counts changes nothing else (no memory, no timing).
-    """
-    probe = QObject(qapp)
-    before = sys.getrefcount(None)
-    for _ in range(1000):
-        probe.setObjectName("probe")  # returns None
-    lost = round((before - sys.getrefcount(None)) / 1000)
-    probe.deleteLater()
-    if lost > 0 and sys.version_info < (3, 12):
-        for obj in (None, True, False):
-            ctypes.c_ssize_t.from_address(id(obj)).value += 1 << 40
-    return lost
-
-
 # ---------------------------------------------------------------------------- report
 
 
 def _print_report(result: dict[str, Any]) -> None:
-    if result["pyside_none_refs_lost_per_call"]:
-        print("WARNING: this PySide6 loses a reference to None on each call returning None "
-              "(refcounts raised so the run can finish; see shield_singletons)")
     if "rss" in result:
         r = result["rss"]
         print(f"App memory, one '{r['context_image']}' session open ({r['accel']}; guest pixels "
@@ -366,8 +333,6 @@ def _print_report(result: dict[str, Any]) -> None:
         ratio = f["ratio_painted_to_client_only"]
         shown = "n/a (no client-only updates)" if ratio is None else f"{ratio:.2f}"
         print(f"  painted fps / client-only updates/s: {shown}")
-        if f["none_refs_lost_per_s"] > 0:
-            print(f"  references to None lost while displaying: {f['none_refs_lost_per_s']:.0f}/s")
 
 
 def main() -> int:
@@ -384,10 +349,9 @@ def main() -> int:
     qapp = asyncbridge.create_qapplication(sys.argv[:1])
     qapp.setQuitOnLastWindowClosed(False)  # as the app: closing a window must not quit
     qapp.setWindowIcon(app_icon())
-    none_lost_per_call = shield_singletons(qapp)
 
     async def run() -> int:
-        result: dict[str, Any] = {"pyside_none_refs_lost_per_call": none_lost_per_call}
+        result: dict[str, Any] = {}
         if args.part in ("all", "rss"):  # first: VmHWM then reflects the app alone
             result["rss"] = await measure_rss(args.home.expanduser())
         if args.part in ("all", "fps"):

@@ -44,7 +44,14 @@ async def _qemu_img(args: Sequence[str], secret: bytes | None = None,
             stderr=asyncio.subprocess.PIPE,
             pass_fds=fds,
         )
-        out, err = await proc.communicate()
+        try:
+            out, err = await proc.communicate()
+        except BaseException:
+            # Cancelled: qemu-img must not go on to create a file nobody tracks any more.
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
     finally:
         for fd in fds:
             os.close(fd)
