@@ -197,12 +197,11 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
     downloads = session.image.recipe.downloads_dir
     clipboard_out: str | None = None
     try:
+        agent = await session.ready()  # the agent answers, the guest clock is set
         for src in args.put or []:
-            assert session.agent is not None
-            transfers["put"].append(await send_to_guest(session.agent, Path(src), downloads))
+            transfers["put"].append(await send_to_guest(agent, Path(src), downloads))
         if args.clipboard_in is not None:
-            assert session.agent is not None
-            await copy_to_guest(session.agent, session.image.recipe, ctx.profile.clipboard,
+            await copy_to_guest(agent, session.image.recipe, ctx.profile.clipboard,
                                 args.clipboard_in)
         if args.url:
             await session.open_url(args.url)
@@ -219,15 +218,13 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
                 sys.stdout.write(res.stdout.decode(errors="replace"))
                 sys.stderr.write(res.stderr.decode(errors="replace"))
         if args.clipboard_out:
-            assert session.agent is not None
-            clipboard_out = await copy_from_guest(session.agent, session.image.recipe,
+            clipboard_out = await copy_from_guest(agent, session.image.recipe,
                                                   ctx.profile.clipboard)
             if not args.json:
                 sys.stdout.write(clipboard_out)
         if args.save_downloads:
-            assert session.agent is not None
-            for item in await list_downloads(session.agent, downloads):
-                saved = await save_to_host(session.agent, downloads, item,
+            for item in await list_downloads(agent, downloads):
+                saved = await save_to_host(agent, downloads, item,
                                            Path(args.save_downloads))
                 transfers["saved"].append(str(saved))
         if on_exit == "keep":

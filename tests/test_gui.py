@@ -232,8 +232,10 @@ def _close_and_answer(gui: Gui, button: str) -> None:
     wait_until(lambda: "t1" in gui.app.exit_dialogs)
     dialog = gui.app.exit_dialogs["t1"]
     assert dialog.isVisible() and "changed" in dialog.details.text()
-    {"keep": dialog.keep_button, "discard": dialog.discard_button,
-     "cancel": dialog.cancel_button}[button].click()
+    chosen = {"keep": dialog.keep_button, "discard": dialog.discard_button,
+              "cancel": dialog.cancel_button}[button]
+    wait_until(chosen.isEnabled)  # Discard waits for the unsaved-downloads check
+    chosen.click()
 
 
 @ends_clean

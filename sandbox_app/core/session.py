@@ -176,6 +176,7 @@ class Session:
         self.timings = Timings()
         self.machine: QemuMachine | None = None
         self.agent: GuestAgent | None = None
+        self._settling: asyncio.Task[None] | None = None
         self.overlay: PreparedOverlay | None = None
         self.network: network.NetworkBackend | None = None
         self.journal = Journal(paths)
@@ -278,21 +279,45 @@ class Session:
                 await machine.restore(f.fileno(), template=True)
             self.timings.restore_s = time.monotonic() - t0
         self.agent = await GuestAgent.from_socket(self.machine.take_agent_socket())
+        if cold:
+            await self._settle(cold, t0)
+        else:
+            # The restored guest is on screen now; its agent answers a few hundred ms
+            # later. Anything that needs the agent awaits ready().
+            self._settling = asyncio.create_task(self._settle(cold, t0),
+                                                 name=f"settle-{self.id}")
+            # Its failure is reported by ready(); a session ended first never asks.
+            self._settling.add_done_callback(
+                lambda t: t.cancelled() or t.exception())
+        self.state = SessionState.RUNNING
+
+    async def _settle(self, cold: bool, t0: float) -> None:
+        assert self.agent is not None
         await self.agent.wait_ready(300.0 if cold else 30.0)
         self.timings.agent_s = time.monotonic() - t0
         if not cold:
             # The saved clock is stale; vmgenid (new GUID per QEMU) reseeds the RNG.
             await self.agent.set_time()
-        self.state = SessionState.RUNNING
+
+    async def ready(self) -> GuestAgent:
+        """The guest agent, once it answers and the guest clock is set (after a restore)."""
+        if self.agent is None or self.state is not SessionState.RUNNING:
+            raise GuestError("the session is not running")
+        if self._settling is not None:
+            try:
+                await asyncio.shield(self._settling)
+            except GuestError:
+                await self._raise_if_vm_failed()
+                raise
+        return self.agent
 
     # ---------------------------------------------------------------- use
 
     async def exec(self, command: str, timeout: float = 120.0) -> ExecResult:
         """Run ``sh -c command`` in the guest."""
-        if self.agent is None or self.state is not SessionState.RUNNING:
-            raise GuestError("the session is not running")
+        agent = await self.ready()
         try:
-            return await self.agent.shell(command, timeout=timeout)
+            return await agent.shell(command, timeout=timeout)
         except GuestError:
             await self._raise_if_vm_failed()
             raise
@@ -317,10 +342,10 @@ class Session:
             raise GuestError(f"the '{self.image.name}' image has no browser to open pages in")
         if not url or len(url) > MAX_URL or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
             raise UsageError("the URL is empty, too long or holds control characters")
-        if self.agent is None or self.machine is None or self.state is not SessionState.RUNNING:
-            raise GuestError("the session is not running")
+        agent = await self.ready()
+        assert self.machine is not None
         before = await screen.grab(self.machine, self.runtime_dir) if wait else None
-        res = await self.agent.exec([*command, url], timeout=30.0)
+        res = await agent.exec([*command, url], timeout=30.0)
         if res.exit_code != 0:
             raise GuestError("the guest's browser did not take the URL: "
                              + res.stderr.decode(errors="replace").strip()[-200:])
@@ -396,8 +421,7 @@ class Session:
         self._record.files.append(str(state_file))
         self.journal.write(self._record)
         with contextlib.suppress(BlankSlateError, OSError):
-            if self.agent is not None:
-                await self.agent.shell("sync", timeout=30)
+            await (await self.ready()).shell("sync", timeout=30)
         try:
             saved = await vault.save_state(
                 lambda fd: machine.save(fd, template=False), state_file)
@@ -447,6 +471,10 @@ class Session:
         Returns the number of bytes overwritten.
         """
         wiped = 0
+        if self._settling is not None and not self._settling.done():
+            self._settling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BlankSlateError, OSError):
+                await self._settling
         with contextlib.suppress(BlankSlateError, OSError):
             if self.agent is not None:
                 await self.agent.close()

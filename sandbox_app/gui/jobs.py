@@ -12,12 +12,12 @@ from ..core import rfb
 from ..core.agent import GuestAgent
 from ..core.clipboard import copy_from_guest, copy_to_guest
 from ..core.contexts import ContextStore
-from ..core.errors import BlankSlateError, GuestError, UsageError
+from ..core.errors import BlankSlateError, UsageError
 from ..core.images import Image, ImageStore
 from ..core.journal import Journal
 from ..core.paths import Paths
 from ..core.runner import ContextRunner, accel_warning
-from ..core.session import EndReport, Session, SessionState
+from ..core.session import EndReport, Session
 from ..core.transfer import GuestFile, list_downloads, sanitize_name, save_to_host, send_to_guest
 from ..core.vault import key_store
 from .asyncbridge import Job, in_thread
@@ -168,10 +168,8 @@ class ProbeAccelJob(Job):
 # ------------------------------------------------------------------ files and clipboard
 
 
-def _agent(session: Session) -> GuestAgent:
-    if session.agent is None or session.state is not SessionState.RUNNING:
-        raise GuestError("the session is not running")
-    return session.agent
+async def _agent(session: Session) -> GuestAgent:
+    return await session.ready()
 
 
 class OpenUrlJob(Job):
@@ -196,7 +194,7 @@ class ClipboardToGuestJob(Job):
 
     async def work(self) -> int:
         s = self.session
-        return await copy_to_guest(_agent(s), s.image.recipe, s.context.profile.clipboard,
+        return await copy_to_guest(await _agent(s), s.image.recipe, s.context.profile.clipboard,
                                    self.text)
 
 
@@ -209,7 +207,7 @@ class ClipboardFromGuestJob(Job):
 
     async def work(self) -> str:
         s = self.session
-        return await copy_from_guest(_agent(s), s.image.recipe, s.context.profile.clipboard)
+        return await copy_from_guest(await _agent(s), s.image.recipe, s.context.profile.clipboard)
 
 
 class ListDownloadsJob(Job):
@@ -222,7 +220,7 @@ class ListDownloadsJob(Job):
 
     async def work(self) -> list[GuestFile]:
         folder = self.session.image.recipe.downloads_dir
-        return await list_downloads(_agent(self.session), folder, self.timeout)
+        return await list_downloads(await _agent(self.session), folder, self.timeout)
 
 
 class UnsavedDownloadsJob(Job):
@@ -237,7 +235,7 @@ class UnsavedDownloadsJob(Job):
 
     async def work(self) -> list[str]:
         folder = self.session.image.recipe.downloads_dir
-        files = await list_downloads(_agent(self.session), folder, self.timeout)
+        files = await list_downloads(await _agent(self.session), folder, self.timeout)
         return [sanitize_name(f.name) for f in files if f not in self.saved]
 
 
@@ -255,7 +253,7 @@ class SaveDownloadsJob(Job):
         self.saved: list[tuple[GuestFile, Path]] = []  # also read after a failure
 
     async def work(self) -> list[tuple[GuestFile, Path]]:
-        agent = _agent(self.session)
+        agent = await _agent(self.session)
         folder = self.session.image.recipe.downloads_dir
         total = max(sum(item.size for item in self.items), 1)
         before = 0
@@ -285,7 +283,7 @@ class SendFilesJob(Job):
         self.sent: list[GuestFile] = []  # as they are in the guest; also read after a failure
 
     async def work(self) -> list[GuestFile]:
-        agent = _agent(self.session)
+        agent = await _agent(self.session)
         folder = self.session.image.recipe.downloads_dir
         for source in self.files:
             def progress(done: int, size: int, name: str = source.name) -> None:

@@ -405,8 +405,14 @@ def configure(rootfs: Path) -> None:
     write_file(rootfs / "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
     write_file(rootfs / "etc/fstab", "# mounted by the initramfs and blankslate-rc\n")
     _link(rootfs / "sbin/init", "/bin/busybox")  # busybox init reads /etc/inittab
-    if not (rootfs / "usr/sbin/hwclock").exists():  # qemu-ga's guest-set-time runs it
-        _link(rootfs / "usr/sbin/hwclock", "/bin/busybox")
+    # qemu-ga's guest-set-time runs `hwclock -w` after setting the clock (and fails without
+    # it). Writing the virtual RTC buys nothing (the app sets the clock after every restore)
+    # and a real hwclock waits for a second boundary: ~1 s on every session start.
+    hwclock = rootfs / "usr/sbin/hwclock"
+    if hwclock.is_symlink():
+        hwclock.unlink()
+    write_file(hwclock, "#!/bin/sh\n# See vm_images/browser/build.py: the RTC is not used.\n"
+               "exit 0\n", 0o755)
     (rootfs / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
     strip(rootfs)
 
