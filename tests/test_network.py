@@ -62,10 +62,11 @@ def namespaces() -> Iterator[None]:
         code = (
             "import http.server as h\n"
             "class H(h.BaseHTTPRequestHandler):\n"
+            "    timeout = 10\n"
             "    def do_GET(self):\n"
             f"        self.send_response(200); self.end_headers(); self.wfile.write(b'{text}')\n"
             "    def log_message(self, *a): pass\n"
-            f"h.HTTPServer(('{addr}', {port}), H).serve_forever()\n"
+            f"h.ThreadingHTTPServer(('{addr}', {port}), H).serve_forever()\n"
         )
         servers.append(subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code]))
     yield
@@ -76,13 +77,17 @@ def namespaces() -> Iterator[None]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
-# busybox-static's wget crashes in glibc's static resolver; nc speaks enough HTTP.
+# busybox-static's wget crashes in glibc's static resolver; nc speaks enough HTTP. Each
+# target gets three tries of 5 s: about one TCP connection in twenty through Debian 12's
+# passt stalls here (with or without the nftables guard, after a cold boot too), and a
+# blocked target must fail every time anyway.
 GUEST_PROBE = (
     "ifconfig eth0 up; udhcpc -n -q -t 3 -i eth0 -s /etc/udhcpc.script >/dev/null 2>&1; "
     "gw=$(ip route | awk '/default/ {print $3}'); "
-    "for t in 10.213.0.2:8080 $gw:8081 10.213.0.3:8082; do "
-    "  body=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 4 ${t%:*} ${t#*:} 2>/dev/null "
-    "  | tail -1); "
+    "for t in 10.213.0.2:8080 $gw:8081 10.213.0.3:8082; do body=; "
+    "  for try in 1 2 3; do "
+    "    body=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc ${t%:*} ${t#*:} "
+    "    2>/dev/null | tail -1); [ -n \"$body\" ] && break; done; "
     "  echo \"$t ${body:-FAIL}\"; done"
 )
 

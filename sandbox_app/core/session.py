@@ -301,7 +301,7 @@ class Session:
 
     async def ready(self) -> GuestAgent:
         """The guest agent, once it answers and the guest clock is set (after a restore)."""
-        if self.agent is None or self.state is not SessionState.RUNNING:
+        if self.agent is None or self.state not in (SessionState.RUNNING, SessionState.KEEPING):
             raise GuestError("the session is not running")
         if self._settling is not None:
             try:
