@@ -15,6 +15,7 @@ import pytest
 from helpers import run_cli
 from PySide6.QtGui import QColor, QImage
 
+from sandbox_app.core.clipboard import ClipboardPolicy
 from sandbox_app.core.contexts import ContextStore, Network, Profile
 from sandbox_app.core.paths import Paths
 
@@ -63,3 +64,12 @@ def test_restored_browser_shows_the_start_page_not_recovery(web: str, tmp_path: 
         assert _color(image, x, y) == "#1d2b3a"
     guest_now = int(json.loads(proc.stdout)["exec"][0]["stdout"])
     assert abs(guest_now - time.time()) < 60  # the clock was set after the restore
+
+
+def test_clipboard_round_trip_through_the_kiosk_wayland_clipboard(browser_paths: Paths) -> None:
+    ContextStore(browser_paths).create(Profile(name="cb", image="browser", network=Network.NONE,
+                                               clipboard=ClipboardPolicy.BOTH))
+    proc = run_cli("run", "cb", "--headless", "--json", "--clipboard-in", "héllo\tfrom host",
+                   "--clipboard-out", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["clipboard"] == "héllo\tfrom host"  # wl-copy → wl-paste
