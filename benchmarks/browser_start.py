@@ -17,14 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _home import bench_home
 
 from sandbox_app.core.contexts import ContextStore, ExitDefault, Network, Profile
 from sandbox_app.core.images import ImageStore
@@ -92,12 +92,7 @@ async def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    source = Paths.from_env()
-    with tempfile.TemporaryDirectory(prefix="blankslate-bench-") as tmp:
-        os.environ["BLANKSLATE_HOME"] = tmp
-        os.environ.setdefault("BLANKSLATE_KEYRING", "off")
-        paths = Paths.from_env().ensure()
-        paths.images.symlink_to(source.images.resolve())
+    with bench_home() as paths:
         store = ContextStore(paths)
         for name, on_exit in (("fresh", ExitDefault.DISCARD), ("kept", ExitDefault.KEEP)):
             store.create(Profile(name=name, image="browser", network=Network.NONE,

@@ -15,11 +15,12 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _home import bench_home
 
 from sandbox_app.core.contexts import ContextStore, Profile
 from sandbox_app.core.paths import Paths
@@ -60,13 +61,7 @@ async def main() -> None:
     ap.add_argument("--image", default="tiny")
     ap.add_argument("--sizes", default="64,256,1024")
     args = ap.parse_args()
-    source = Paths.from_env()
-    with tempfile.TemporaryDirectory(prefix="blankslate-bench-",
-                                     dir=source.data.parent) as tmp:
-        os.environ["BLANKSLATE_HOME"] = tmp
-        os.environ.setdefault("BLANKSLATE_KEYRING", "off")
-        paths = Paths.from_env().ensure()
-        paths.images.symlink_to(source.images.resolve())
+    with bench_home(same_disk=True) as paths:
         print(f"{'MiB':>6} {'keep s':>8} {'discard s':>10} {'dd s':>7} {'cp s':>7} "
               f"{'keep/cp':>8} {'discard/dd':>11} {'state MiB':>10}")
         for mib in (int(x) for x in args.sizes.split(",")):
@@ -75,7 +70,7 @@ async def main() -> None:
             store.create(Profile(name=f"d{mib}", image=args.image))
             kept = await end_after_writing(paths, f"k{mib}", mib, keep=True)
             gone = await end_after_writing(paths, f"d{mib}", mib, keep=False)
-            dd, cp = baselines(Path(tmp), mib)
+            dd, cp = baselines(paths.data, mib)
             state = store.get(f"k{mib}").manifest().state or {}
             print(f"{mib:>6} {kept.end_s:>8.2f} {gone.end_s:>10.2f} {dd:>7.2f} {cp:>7.2f} "
                   f"{kept.end_s / cp:>8.2f} {gone.end_s / dd:>11.2f} "

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _home import bench_home
 
 from sandbox_app.core.contexts import ContextStore, ExitDefault, Profile
 from sandbox_app.core.paths import Paths
@@ -46,12 +46,7 @@ async def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
 
-    source = Paths.from_env()
-    with tempfile.TemporaryDirectory(prefix="blankslate-bench-") as tmp:
-        os.environ["BLANKSLATE_HOME"] = tmp
-        os.environ.setdefault("BLANKSLATE_KEYRING", "off")
-        paths = Paths.from_env().ensure()
-        paths.images.symlink_to(source.images.resolve())
+    with bench_home() as paths:
         store = ContextStore(paths)
         store.create(Profile(name="fresh", image=args.image, on_exit=ExitDefault.DISCARD))
         store.create(Profile(name="kept", image=args.image, on_exit=ExitDefault.KEEP))

@@ -3,7 +3,8 @@
     Xvfb :99 & DISPLAY=:99 .venv/bin/python resources/take_screenshots.py
 
 Uses a throwaway BLANKSLATE_HOME whose image store links to the test cache's built tiny
-image (``~/.cache/blankslate-tests/home``; run the GUI tests or build it first).
+image (``~/.cache/blankslate-tests/home``; run the GUI tests or build it first) and to the
+browser image ``make run`` built; the session window shows the browser guest.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ sys.path.insert(0, str(HERE.parent))
 home = Path(tempfile.mkdtemp()) / "home"
 os.environ.update(BLANKSLATE_HOME=str(home), BLANKSLATE_KEYRING="off")
 
-from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtTest import QTest  # noqa: E402
+import platformdirs  # noqa: E402
 
 from sandbox_app.core.contexts import ContextStore, ExitDefault, Network, Profile  # noqa: E402
 from sandbox_app.core.paths import Paths  # noqa: E402
@@ -30,6 +30,7 @@ from sandbox_app.gui.app import App, app_icon  # noqa: E402
 from sandbox_app.gui.launcher import LauncherWindow  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "blankslate-tests" / "home" / "data" / "images"
+BROWSER = Path(platformdirs.user_data_dir("blankslate")) / "images" / "browser"
 
 
 async def until(cond: Callable[[], bool], timeout: float = 60) -> None:
@@ -40,8 +41,9 @@ async def until(cond: Callable[[], bool], timeout: float = 60) -> None:
 
 async def shoot() -> int:
     paths = Paths.from_env().ensure()
-    paths.data.mkdir(parents=True, exist_ok=True)
-    paths.images.symlink_to(CACHE)
+    paths.images.mkdir(parents=True, exist_ok=True)
+    (paths.images / "tiny").symlink_to(CACHE / "tiny")
+    (paths.images / "browser").symlink_to(BROWSER)
     store = ContextStore(paths)
     store.ensure_defaults()
     store.create(Profile(name="banking", image="tiny", color="#c0392b",
@@ -53,14 +55,11 @@ async def shoot() -> int:
     await until(app.probe_accel().done)  # the no-KVM banner
     launcher.select("banking")
     launcher.grab().save(str(HERE / "screenshots" / "launcher.png"))
-    app.open_context("banking")
-    await until(lambda: "banking" in app.windows)
-    window = app.windows["banking"]
-    window.resize(900, 640)
-    await asyncio.sleep(2)
-    QTest.keyClicks(window.display, "echo hello from a throwaway VM; uname -sr")
-    QTest.keyClick(window.display, Qt.Key.Key_Return)
-    await asyncio.sleep(2)
+    app.open_context("personal")
+    await until(lambda: "personal" in app.windows)
+    window = app.windows["personal"]
+    window.resize(1100, 760)  # the 1280x800 guest, scaled to fit
+    await asyncio.sleep(3)
     launcher.refresh()
     window.grab().save(str(HERE / "screenshots" / "session.png"))
     launcher.grab().save(str(HERE / "screenshots" / "launcher-running.png"))

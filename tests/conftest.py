@@ -86,7 +86,12 @@ def _built_browser() -> Path | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """``browser`` tests are part of the default run only when the image is already built."""
+    """``browser`` tests are part of the default run only when the image is already built.
+
+    The GUI tests run last: once a QApplication exists, pytest-qt processes Qt events
+    after every test, and nothing of the GUI tests should be left to meet the others.
+    """
+    items.sort(key=lambda item: item.path.name.startswith("test_gui"))
     if _built_browser() is None:
         for item in items:
             if item.get_closest_marker("browser"):

@@ -18,7 +18,7 @@ import pytest
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QCoreApplication, QEvent, QPoint, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QFrame, QMessageBox, QWidget
 
@@ -106,6 +106,10 @@ def ends_clean(test: Callable[..., None]) -> Callable[..., None]:
 def loop(qapp: QApplication) -> Iterator[Any]:
     lp = asyncbridge.install_loop(qapp)
     yield lp
+    # This test's deferred deletes (windows, dialogs) happen now, with the loop alive, not
+    # in pytest-qt's processEvents() during some later test.
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    qapp.processEvents()
     lp.close()
 
 
