@@ -8,7 +8,9 @@ and every test's home links to it. The image store rebuilds it when its recipe c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
@@ -57,8 +59,12 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def paths(home: Path) -> Paths:
-    return Paths.from_env().ensure()
+def paths(home: Path) -> Iterator[Paths]:
+    p = Paths.from_env().ensure()
+    yield p
+    # A long home path puts the runtime dir in /tmp: leave no empty one behind.
+    with contextlib.suppress(OSError):
+        p.runtime.rmdir()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """What the guest's screen shows, read through QMP ``screendump`` (no VNC client needed).
 
-QEMU writes the dump into the session's private runtime dir; we read it and delete it.
+QEMU writes the dump into a FIFO in the session's private runtime dir, so no picture of the
+guest's screen is ever stored.
 PPM frames are compared to tell when a page has finished drawing; PNG is what users get.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,30 +50,38 @@ class Frame:
         return hits >= share * len(samples)
 
 
-async def _dump(machine: QemuMachine, runtime_dir: Path, fmt: str) -> Path:
-    path = runtime_dir / f"screen-{os.getpid()}-{time.monotonic_ns()}.{fmt}"
-    await machine.execute("screendump", {"filename": str(path), "format": fmt})
-    return path
+async def _dump(machine: QemuMachine, runtime_dir: Path, fmt: str) -> bytes:
+    """QEMU's screendump, read through a FIFO: the picture never lands on a disk."""
+    path = runtime_dir / f"screen-{time.monotonic_ns()}.{fmt}"
+    os.mkfifo(path, 0o600)
+    reader = asyncio.ensure_future(asyncio.to_thread(path.read_bytes))
+    try:
+        await machine.execute("screendump", {"filename": str(path), "format": fmt})
+        return await reader
+    except BaseException:
+        if not reader.done():  # QEMU never opened it: let the reader see an empty file
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            with contextlib.suppress(BaseException):
+                await reader
+        raise
+    finally:
+        path.unlink(missing_ok=True)
 
 
 async def grab(machine: QemuMachine, runtime_dir: Path) -> Frame:
     """The screen as it is now."""
-    path = await _dump(machine, runtime_dir, "ppm")
-    try:
-        return Frame.from_ppm(await asyncio.to_thread(path.read_bytes))
-    finally:
-        path.unlink(missing_ok=True)
+    return Frame.from_ppm(await _dump(machine, runtime_dir, "ppm"))
 
 
 async def save_png(machine: QemuMachine, runtime_dir: Path, dest: Path) -> None:
     """Write the screen as a PNG to ``dest`` (replaced atomically)."""
-    path = await _dump(machine, runtime_dir, "png")
+    data = await _dump(machine, runtime_dir, "png")
     tmp = dest.with_name(f".{dest.name}.tmp")
     try:
-        await asyncio.to_thread(shutil.copyfile, path, tmp)
+        await asyncio.to_thread(tmp.write_bytes, data)
         tmp.replace(dest)
     finally:
-        path.unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 

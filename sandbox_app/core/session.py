@@ -343,27 +343,28 @@ class Session:
         if not url or len(url) > MAX_URL or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
             raise UsageError("the URL is empty, too long or holds control characters")
         agent = await self.ready()
-        assert self.machine is not None
-        before = await screen.grab(self.machine, self.runtime_dir) if wait else None
+        machine = self._running_machine()
+        before = await screen.grab(machine, self.runtime_dir) if wait else None
         res = await agent.exec([*command, url], timeout=30.0)
         if res.exit_code != 0:
             raise GuestError("the guest's browser did not take the URL: "
                              + res.stderr.decode(errors="replace").strip()[-200:])
         if wait:
-            await screen.wait_settled(self.machine, self.runtime_dir, changed_from=before,
+            await screen.wait_settled(machine, self.runtime_dir, changed_from=before,
                                       loading_color=self.image.recipe.loading_color,
                                       timeout=timeout)
 
-    async def grab_screen(self) -> screen.Frame:
+    def _running_machine(self) -> QemuMachine:
         if self.machine is None or self.state is not SessionState.RUNNING:
             raise GuestError("the session is not running")
-        return await screen.grab(self.machine, self.runtime_dir)
+        return self.machine
+
+    async def grab_screen(self) -> screen.Frame:
+        return await screen.grab(self._running_machine(), self.runtime_dir)
 
     async def screenshot(self, dest: Path) -> None:
         """Save what the guest's screen shows now as a PNG."""
-        if self.machine is None or self.state is not SessionState.RUNNING:
-            raise GuestError("the session is not running")
-        await screen.save_png(self.machine, self.runtime_dir, dest)
+        await screen.save_png(self._running_machine(), self.runtime_dir, dest)
 
     @property
     def vnc_path(self) -> Path:
