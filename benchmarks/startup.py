@@ -28,6 +28,7 @@ from sandbox_app.core.session import Session
 async def _once(paths: Paths, name: str, cold: bool, keep: bool = False) -> tuple[float, float]:
     ctx = ContextStore(paths).get(name)
     s = await Session.start(paths, ctx, cold=cold)
+    await s.ready()  # after a restore, the agent answers in the background
     restore = s.timings.restore_s or float("nan")
     agent = s.timings.agent_s or float("nan")
     if keep:
