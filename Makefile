@@ -39,8 +39,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The browser recipe needs root (debootstrap, chroot). As a sudo user, build it as root into
+# this user's own directories, then hand them back.
+BS_DIRS := "$${XDG_DATA_HOME:-$$HOME/.local/share}/blankslate" \
+           "$${XDG_CONFIG_HOME:-$$HOME/.config}/blankslate" \
+           "$${XDG_STATE_HOME:-$$HOME/.local/state}/blankslate"
+
 image: venv
-	@$(BS) image list --json | grep -q '"name": "$(IMAGE)"' || $(BS) image build $(IMAGE)
+	@$(BS) image list --json | grep -q '"name": "$(IMAGE)"' || \
+	if [ -z "$(SUDO)" ] || [ "$(IMAGE)" = tiny ]; then $(BS) image build $(IMAGE); \
+	else sudo --preserve-env=HOME,XDG_DATA_HOME,XDG_CONFIG_HOME,XDG_STATE_HOME,BLANKSLATE_HOME \
+	         $(BS) image build $(IMAGE) && \
+	     sudo chown -R "$$(id -u):$$(id -g)" $(if $(BLANKSLATE_HOME),"$(BLANKSLATE_HOME)",$(BS_DIRS)); fi
 
 lint: venv
 	$(VENV)/bin/ruff check sandbox_app vm_images tests benchmarks
