@@ -6,6 +6,8 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 BS    := $(VENV)/bin/blankslate
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian's own Python: the venv must work for every user (a root-only pyenv would not).
+PYTHON ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)
 IMAGE ?= browser
 
 # Debian packages the app, the image recipes and the tests need.
@@ -34,7 +36,7 @@ system:
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(PY) && $(PY) -c '' 2>/dev/null || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
@@ -58,8 +60,9 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+# As an unprivileged user (the test user when run as root), then the root-only tests.
 pytest: venv
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(PY) tests/run_suite.py $(PYTEST_ARGS)
 
 bench: system venv
 	$(PY) benchmarks/startup.py

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from .core.clipboard import ClipboardPolicy, copy_from_guest, copy_to_guest
-from .core.contexts import ContextStore, ExitDefault, Network, Profile
+from .core.contexts import (
+    DEFAULT_SEARCH,
+    ContextStore,
+    ExitDefault,
+    Network,
+    Profile,
+    parse_dns,
+)
 from .core.errors import AuthError, BlankSlateError, UsageError
 from .core.images import ImageStore
 from .core.journal import Journal
@@ -98,7 +105,8 @@ async def cmd_context_create(paths: Paths, args: argparse.Namespace) -> int:
     profile = Profile(
         name=args.name, image=args.image, memory_mib=args.memory,
         network=Network(args.network), on_exit=ExitDefault(args.on_exit),
-        clipboard=ClipboardPolicy(args.clipboard),
+        clipboard=ClipboardPolicy(args.clipboard), dns=parse_dns(args.dns),
+        **({"search": args.search} if args.search else {}),
     )
     if args.color:
         profile.color = args.color
@@ -115,6 +123,7 @@ async def cmd_context_list(paths: Paths, args: argparse.Namespace) -> int:
         rows.append({"name": p.name, "image": p.image, "color": p.color,
                      "memory_mib": p.memory_mib, "network": p.network.value,
                      "on_exit": p.on_exit.value, "clipboard": p.clipboard.value,
+                     "dns": list(p.dns) or "host", "search": p.search,
                      "size_bytes": ctx.size_bytes(),
                      "kept_at": m.kept_at})
     if args.json:
@@ -196,6 +205,7 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
     transfers: dict[str, list[str]] = {"put": [], "saved": []}
     downloads = session.image.recipe.downloads_dir
     clipboard_out: str | None = None
+    opened_url = ""
     try:
         agent = await session.ready()  # the agent answers, the guest clock is set
         for src in args.put or []:
@@ -203,8 +213,8 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
         if args.clipboard_in is not None:
             await copy_to_guest(agent, session.image.recipe, ctx.profile.clipboard,
                                 args.clipboard_in)
-        if args.url:
-            await session.open_url(args.url)
+        for url in args.url or []:
+            opened_url = await session.open_url(url)
         if args.screenshot:
             await session.screenshot(Path(args.screenshot))
         for cmd in args.exec or []:
@@ -238,11 +248,12 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
         "context": ctx.name,
         "restore_s": _r(session.timings.restore_s),
         "agent_s": _r(session.timings.agent_s),
+        "network_s": _r(session.timings.network_s),
         "exec": results,
         **({"put": transfers["put"]} if args.put else {}),
         **({"saved": transfers["saved"]} if args.save_downloads else {}),
         **({"clipboard": clipboard_out} if args.clipboard_out else {}),
-        **({"url": args.url} if args.url else {}),
+        **({"url": opened_url} if args.url else {}),
         **({"screenshot": str(Path(args.screenshot).resolve())} if args.screenshot else {}),
         "on_exit": on_exit,
         "changed_bytes": report.changed_bytes,
@@ -303,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--clipboard", choices=[v.value for v in ClipboardPolicy],
                    default=ClipboardPolicy.HOST_TO_GUEST.value,
                    help="which way clipboard text may be copied (on request only)")
+    c.add_argument("--dns", default="host", metavar="host|ADDR[,ADDR]",
+                   help="the guest's DNS servers: the host's (default) or up to three "
+                        "addresses, e.g. a filtering resolver")
+    c.add_argument("--search", metavar="URL",
+                   help="search engine for address-bar text that is not an address, with %%s "
+                        f"for the words (default {DEFAULT_SEARCH})")
     c.set_defaults(func=cmd_context_create)
     cl = ctx.add_parser("list", help="list contexts")
     cl.add_argument("--json", action="store_true")
@@ -334,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the context's passphrase from stdin")
     r.add_argument("--put", action="append", metavar="FILE",
                    help="copy a host file into the guest's Downloads folder first")
-    r.add_argument("--url", help="open URL in the session's browser (and wait until it drew)")
+    r.add_argument("--url", action="append", metavar="URL",
+                   help="open URL (or search for the words) in the session's browser and wait "
+                        "until it drew; repeatable: one after another")
     r.add_argument("--screenshot", metavar="PNG",
                    help="with --headless: save the screen as PNG (after --url's page loaded)")
     r.add_argument("--clipboard-in", metavar="TEXT",
@@ -374,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.exec or args.json or args.screenshot or args.put or args.save_downloads:
                 raise UsageError("--exec, --json, --screenshot, --put and --save-downloads "
                                  "need --headless")
-            return _gui(["--open", args.context, *(["--url", args.url] if args.url else [])])
+            return _gui(["--open", args.context, *(["--url", args.url[-1]] if args.url else [])])
         rc: int = asyncio.run(args.func(paths, args))
         return rc
     except BlankSlateError as exc:

@@ -1,8 +1,13 @@
-"""Shared fixtures: an isolated BLANKSLATE_HOME per test, and one built tiny image.
+"""Shared fixtures: an isolated BLANKSLATE_HOME per test, and the built images.
 
-Building the tiny image (and its golden snapshot point) takes tens of seconds, so it is built
-once per machine into a cache (``BLANKSLATE_TEST_CACHE``, default ``~/.cache/blankslate-tests``)
-and every test's home links to it. The image store rebuilds it when its recipe changes.
+Building the images (and their golden snapshot points) takes from seconds (tiny) to minutes
+(browser), so each is built once per machine into a cache (``BLANKSLATE_TEST_CACHE``,
+default ``~/.cache/blankslate-tests``) and every test's home links to it. The image store
+rebuilds an image when its recipe changes.
+
+``make test`` runs the suite through ``tests/run_suite.py``: everything as an unprivileged
+user, then the tests marked ``root`` (network namespaces, loop mounts) as root — and those
+run the app itself as that same unprivileged user (``tests/world.py``).
 """
 
 from __future__ import annotations
@@ -10,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
 import pytest
+from world import World, make_world, unprivileged_user, user_dir
 
 from sandbox_app.core.contexts import ContextStore, Profile
 from sandbox_app.core.images import ImageStore, is_built
@@ -29,6 +37,12 @@ def _cache_root() -> Path:
 def _build_in_cache(image: str) -> Path:
     """Build ``image`` (if missing or stale) into the test cache's home; return that home."""
     home = _cache_root() / "home"
+    if unprivileged_user() is not None:
+        # The root part of the suite uses the images the test user built (run_suite.py).
+        if not is_built(home / "data" / "images" / image, image):
+            pytest.fail(f"the {image} image is not built in {home}: run the suite with "
+                        "tests/run_suite.py (make test)")
+        return home
     old = os.environ.get("BLANKSLATE_HOME")
     os.environ["BLANKSLATE_HOME"] = str(home)
     try:
@@ -90,27 +104,57 @@ def _built_browser() -> Path | None:
     return None
 
 
+def pytest_report_header() -> str:
+    user = pwd.getpwuid(os.geteuid())
+    role = ("root: only the tests marked 'root' belong here; the app under test runs as "
+            f"{os.environ.get('BLANKSLATE_TEST_USER') or '(no test user set!)'}"
+            if os.geteuid() == 0 else "an unprivileged user")
+    return f"tests run as {user.pw_name} (uid {user.pw_uid}), {role}"
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """``browser`` tests are part of the default run only when the image is already built.
-
-    The GUI tests run last: once a QApplication exists, pytest-qt processes Qt events
-    after every test, and nothing of the GUI tests should be left to meet the others.
-    """
+    """The GUI tests run last: once a QApplication exists, pytest-qt processes Qt events
+    after every test, and nothing of the GUI tests should be left to meet the others."""
     items.sort(key=lambda item: item.path.name.startswith("test_gui"))
-    if _built_browser() is None:
-        for item in items:
-            if item.get_closest_marker("browser"):
-                item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
 def browser_image() -> Path:
+    """The built browser image (built now, into the test cache, if missing or stale)."""
     built = _built_browser()
     if built is not None:
         return built
-    # Only with -m slow: build it (minutes) into the test cache.
     return _build_in_cache("browser") / "data" / "images" / "browser"
+
+
+@pytest.fixture(scope="session")
+def world() -> Iterator[World]:
+    """The test hosts' network namespaces (root: see tests/world.py)."""
+    if os.geteuid() != 0:
+        pytest.fail("network namespaces need root: run the suite with 'make test' "
+                    "(tests/run_suite.py runs the 'root' tests with sudo)")
+    yield from make_world()
+
+
+@pytest.fixture
+def user_home(browser_image: Path, shared_home: Path) -> Iterator[Path]:
+    """A BLANKSLATE_HOME owned by the unprivileged test user, with both images."""
+    base = user_dir("bs-j-")
+    home = base / "h"
+    images = home / "data" / "images"
+    images.mkdir(parents=True, mode=0o700)
+    (images / "browser").symlink_to(browser_image)
+    (images / "tiny").symlink_to(shared_home / "data" / "images" / "tiny")
+    user = unprivileged_user()
+    for d in (home, home / "data", images):
+        d.chmod(0o700)
+        if user is not None:
+            os.chown(d, user.pw_uid, user.pw_gid)
+    try:
+        yield home
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

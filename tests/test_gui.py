@@ -29,7 +29,6 @@ from sandbox_app.gui import asyncbridge
 from sandbox_app.gui.app import App
 from sandbox_app.gui.display import VmDisplay
 from sandbox_app.gui.launcher import LauncherWindow
-from sandbox_app.gui.session_window import normalize_address
 from sandbox_app.gui.tray import Tray
 
 pytestmark = pytest.mark.timeout(240)
@@ -311,15 +310,6 @@ def test_quit_with_a_running_session_asks_first(gui: Gui) -> None:
     assert box is not None and "t1" in box.text() and not quit_now
     box.button(QMessageBox.StandardButton.No).click()
     assert not quit_now and gui.app.state("t1") is RunState.RUNNING
-
-
-def test_address_bar_turns_what_was_typed_into_a_url() -> None:
-    assert normalize_address(" example.org/a?b ") == "https://example.org/a?b"
-    assert normalize_address("localhost:8080/x") == "https://localhost:8080/x"
-    assert normalize_address("http://example.org") == "http://example.org"
-    assert normalize_address("data:text/html,<b>x</b>") == "data:text/html,<b>x</b>"
-    assert normalize_address("two words") == ""
-    assert normalize_address("") == ""
 
 
 def test_pyside_keeps_its_references_to_none(qtbot: Any) -> None:

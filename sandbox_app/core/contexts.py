@@ -9,6 +9,7 @@ switched atomically, so a context is always either its old or its new state.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import time
@@ -29,6 +30,27 @@ from .wipe import erase_tree
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 DEFAULT_CONTEXTS = {"personal": "#2e86de", "work": "#e67e22"}
 DEFAULT_IMAGE = "browser"
+# What the address bar does with text that is not an address: a search engine that does not
+# profile its users. ``%s`` is replaced by the URL-encoded text.
+DEFAULT_SEARCH = "https://duckduckgo.com/?q=%s"
+MAX_DNS = 3  # what DHCP hands a busybox resolver (glibc reads at most three)
+
+
+def parse_dns(value: object) -> tuple[str, ...]:
+    """``"host"`` (the host's resolvers, through passt) → ``()``; else one or more IP
+    addresses (a string, comma-separated, or a list)."""
+    if value in ("host", "", None, ()):
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items or len(items) > MAX_DNS:
+        raise UsageError(f"dns must be 'host' or 1-{MAX_DNS} IP addresses")
+    out = []
+    for item in items:
+        try:
+            out.append(str(ipaddress.ip_address(str(item).strip())))
+        except ValueError:
+            raise UsageError(f"dns: '{str(item)[:40]}' is not an IP address") from None
+    return tuple(out)
 
 
 class Network(Enum):
@@ -53,6 +75,8 @@ class Profile:
     network: Network = Network.INTERNET
     on_exit: ExitDefault = ExitDefault.ASK
     clipboard: ClipboardPolicy = ClipboardPolicy.HOST_TO_GUEST
+    dns: tuple[str, ...] = ()  # empty: the host's resolvers
+    search: str = DEFAULT_SEARCH
     created_at: float = field(default_factory=time.time)
 
     def validate(self) -> Profile:
@@ -62,6 +86,10 @@ class Profile:
             raise UsageError(f"invalid color '{self.color}': use #RRGGBB")
         if self.memory_mib is not None and not 64 <= self.memory_mib <= 65536:
             raise UsageError("memory must be between 64 and 65536 MiB")
+        self.dns = parse_dns(self.dns)
+        if (not self.search.startswith(("https://", "http://")) or "%s" not in self.search
+                or len(self.search) > 512 or any(ord(c) < 0x21 for c in self.search)):
+            raise UsageError("search must be an http(s) URL with %s where the words go")
         return self
 
     def to_toml(self) -> bytes:
@@ -69,6 +97,7 @@ class Profile:
         d["network"] = self.network.value
         d["on_exit"] = self.on_exit.value
         d["clipboard"] = self.clipboard.value
+        d["dns"] = list(self.dns) if self.dns else "host"
         if d["memory_mib"] is None:
             del d["memory_mib"]
         return tomli_w.dumps(d).encode()
@@ -85,9 +114,11 @@ class Profile:
                 network=Network(d.get("network", "internet")),
                 on_exit=ExitDefault(d.get("on_exit", "ask")),
                 clipboard=ClipboardPolicy(d.get("clipboard", "host-to-guest")),
+                dns=parse_dns(d.get("dns", "host")),
+                search=str(d.get("search", DEFAULT_SEARCH)),
                 created_at=float(d.get("created_at", 0.0)),
             ).validate()
-        except (ValueError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, tomllib.TOMLDecodeError, UnicodeDecodeError, UsageError) as exc:
             raise BlankSlateError(f"context '{name}': profile is corrupt ({exc})") from exc
 
 

@@ -102,6 +102,7 @@ class Recipe:
     downloads_dir: str = "/root/Downloads"
     clipboard_set_command: tuple[str, ...] = ()  # text on stdin; empty: no clipboard
     clipboard_get_command: tuple[str, ...] = ()  # text on stdout
+    network_command: str = ""  # (re)applies the network after a restore; empty: none
 
     @classmethod
     def load(cls, path: Path) -> Recipe:
@@ -120,6 +121,7 @@ class Recipe:
                 downloads_dir=str(d.get("downloads_dir", "/root/Downloads")),
                 clipboard_set_command=tuple(map(str, d.get("clipboard_set_command", ()))),
                 clipboard_get_command=tuple(map(str, d.get("clipboard_get_command", ()))),
+                network_command=str(d.get("network_command", "")),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ImageError(f"image recipe file {path} is unreadable or corrupt") from exc
@@ -305,9 +307,11 @@ class ImageStore:
         cache = private_dir(self.paths.cache / name)
         shutil.rmtree(work, ignore_errors=True)
         private_dir(work)
+        # Debian keeps mke2fs and friends in /usr/sbin and /sbin, off a normal user's PATH.
+        path = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"])
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(script), "--out", str(work), "--cache", str(cache),
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL, env={**os.environ, "PATH": path},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -437,7 +441,11 @@ async def make_snapshot_point(image: Image, point: SnapshotPoint, spec: MachineS
         shutil.rmtree(run, ignore_errors=True)
         with open(ram, "rb+") as f:
             os.fsync(f.fileno())
-        for p in (golden, ram, work / "state.bin"):
+        # QEMU opens a memory backend's file read-write even for a private (share=off,
+        # copy-on-write) mapping, so ram.img keeps its owner's write bit; sessions never
+        # write to it (tests compare its checksum after sessions).
+        os.chmod(ram, 0o600)
+        for p in (golden, work / "state.bin"):
             os.chmod(p, 0o444)
         atomic_write_json(work / "snapshot.json", {
             "identity": point.identity,

@@ -20,6 +20,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .errors import BlankSlateError
@@ -100,14 +101,19 @@ def no_network() -> NetworkBackend:
     return NetworkBackend(["hubport", "id=net0", "hubid=0"])
 
 
-async def internet(log_path: str | None = None) -> NetworkBackend:
-    """Start passt on one end of a socketpair; QEMU gets the other end."""
+async def internet(dns: Sequence[str] = ()) -> NetworkBackend:
+    """Start passt on one end of a socketpair; QEMU gets the other end.
+
+    ``dns``: the resolvers passt's DHCP hands the guest (empty: the host's own).
+    """
     passt = shutil.which("passt")
     if passt is None:
         raise BlankSlateError("passt not found: install the Debian package 'passt' "
                               "(or set the context's network to 'none')")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     argv = [passt, "--foreground", "--quiet", "--no-map-gw", "--fd", str(ours.fileno())]
+    for server in dns:
+        argv += ["--dns", server]
     warnings = []
     if os.geteuid() == 0:
         if install_host_guard():

@@ -23,6 +23,7 @@ from enum import Enum
 from pathlib import Path
 
 from . import network, screen
+from .address import address_to_url
 from .agent import ExecResult, GuestAgent
 from .compaction import compact, needs_compaction
 from .contexts import Context, Manifest, Network
@@ -83,6 +84,7 @@ class EndReport:
 class Timings:
     restore_s: float | None = None  # QEMU start → guest running from the snapshot
     agent_s: float | None = None  # QEMU start → guest agent answering
+    network_s: float | None = None  # QEMU start → this session's lease applied in the guest
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -247,7 +249,7 @@ class Session:
             spec, disk=tuple(layers), ram_file=self.point.ram if template else None
         )
         if self.context.profile.network is Network.INTERNET:
-            self.network = await network.internet()
+            self.network = await network.internet(self.context.profile.dns)
             self.warnings += self.network.warnings
         else:
             self.network = network.no_network()
@@ -298,6 +300,22 @@ class Session:
         if not cold:
             # The saved clock is stale; vmgenid (new GUID per QEMU) reseeds the RNG.
             await self.agent.set_time()
+        await self._apply_network(t0)
+
+    async def _apply_network(self, t0: float) -> None:
+        """Give the guest a lease for *this* session's network (the one in the snapshot is
+        the network of its saving). A failure is a warning: the VM itself is fine."""
+        command = self.image.recipe.network_command
+        if self.context.profile.network is not Network.INTERNET or not command:
+            return
+        assert self.agent is not None
+        res = await self.agent.exec([command], timeout=30)
+        if res.exit_code != 0:
+            detail = (res.stderr or res.stdout).decode(errors="replace").strip()[-200:]
+            self.warnings.append(f"the guest got no network lease: {detail or 'no answer'}")
+            log.warning("session %s: %s", self.id, self.warnings[-1])
+            return
+        self.timings.network_s = time.monotonic() - t0
 
     async def ready(self) -> GuestAgent:
         """The guest agent, once it answers and the guest clock is set (after a restore)."""
@@ -335,8 +353,10 @@ class Session:
                 raise DiskFullError("the disk holding Blank Slate's data is full: "
                                     "the session was paused")
 
-    async def open_url(self, url: str, *, wait: bool = True, timeout: float = 60.0) -> None:
-        """Open ``url`` in the guest's browser; with ``wait``, until the page has drawn."""
+    async def open_url(self, text: str, *, wait: bool = True, timeout: float = 60.0) -> str:
+        """Open what the user typed (an address, or words to search for) in the guest's
+        browser; with ``wait``, until the page has drawn. Returns the URL opened."""
+        url = address_to_url(text, self.context.profile.search)
         command = self.image.recipe.open_url_command
         if not command:
             raise GuestError(f"the '{self.image.name}' image has no browser to open pages in")
@@ -353,6 +373,7 @@ class Session:
             await screen.wait_settled(machine, self.runtime_dir, changed_from=before,
                                       loading_color=self.image.recipe.loading_color,
                                       timeout=timeout)
+        return url
 
     def _running_machine(self) -> QemuMachine:
         if self.machine is None or self.state is not SessionState.RUNNING:

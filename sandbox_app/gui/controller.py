@@ -192,7 +192,7 @@ class App(QObject):
         tcg = session is not None and session.accel is Accel.TCG
         window = SessionWindow(name, profile.color, client, self.signals, tcg=tcg,
                                recipe=session.image.recipe if session is not None else None,
-                               clipboard=profile.clipboard)
+                               clipboard=profile.clipboard, search=profile.search)
         self.windows[name] = window
         self._attach_display(name, client)
         window.show()

@@ -11,7 +11,6 @@ does not allow them. Nothing is copied unless the user asks.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from PySide6.QtCore import QMimeData, QSize, Qt
@@ -36,7 +35,9 @@ from PySide6.QtWidgets import (
 )
 
 from ..core import rfb
+from ..core.address import address_to_url
 from ..core.clipboard import ClipboardPolicy, refusal
+from ..core.contexts import DEFAULT_SEARCH
 from ..core.images import Recipe
 from ..core.qemu import TCG_WARNING
 from .asyncbridge import Job
@@ -53,16 +54,6 @@ def text_color(background: str) -> str:
     return "#000000" if (c.red() * 299 + c.green() * 587 + c.blue() * 114) > 150_000 else "#ffffff"
 
 
-def normalize_address(text: str) -> str:
-    """What the user typed → a URL: a bare host (``example.org/x``) gets ``https://``."""
-    text = text.strip()
-    if not text or any(c.isspace() for c in text):
-        return ""
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", text) and not re.match(r"^[^:/]+:\d+(/|$)", text):
-        return text  # has a scheme (about:, data:, https:…), not host:port
-    return "https://" + text
-
-
 def local_files(mime: QMimeData) -> list[Path]:
     """The host files a drag carries; empty unless every item is a local file."""
     urls = mime.urls() if mime.hasUrls() else []
@@ -76,8 +67,10 @@ class SessionWindow(QMainWindow):
 
     def __init__(self, context: str, color: str, client: rfb.RfbClient, signals: AppSignals,
                  *, tcg: bool = False, recipe: Recipe | None = None,
-                 clipboard: ClipboardPolicy = ClipboardPolicy.HOST_TO_GUEST) -> None:
+                 clipboard: ClipboardPolicy = ClipboardPolicy.HOST_TO_GUEST,
+                 search: str = DEFAULT_SEARCH) -> None:
         super().__init__()
+        self.search = search
         self.context = context
         self.signals = signals
         self._closing_for_real = False
@@ -130,7 +123,7 @@ class SessionWindow(QMainWindow):
         """The kiosk browser has no address bar of its own: this one opens pages in it."""
         self.address = QLineEdit()
         self.address.setObjectName("addressBar")
-        self.address.setPlaceholderText("Open an address in this session (Ctrl+L)")
+        self.address.setPlaceholderText("Search, or open an address in this session (Ctrl+L)")
         self.address.setClearButtonEnabled(True)
         self.address.setMinimumWidth(280)
         self.address.returnPressed.connect(self._open_address)
@@ -148,7 +141,7 @@ class SessionWindow(QMainWindow):
 
     def _open_address(self) -> None:
         assert self.address is not None
-        url = normalize_address(self.address.text())
+        url = address_to_url(self.address.text(), self.search)
         if url:
             self.address.setText(url)
             self.signals.open_url_requested.emit(self.context, url)
@@ -239,6 +232,8 @@ class SessionWindow(QMainWindow):
     def replace_client(self, client: rfb.RfbClient) -> None:
         """After a quick reset: the new session's screen in the same window."""
         self.display.set_client(client)
+        if self.address is not None:
+            self.address.clear()  # a clean session: nothing of the old one shows
         self.display.setFocus()
 
     def close_for_real(self) -> None:

@@ -2,19 +2,19 @@
 
     python3 vm_images/browser/build.py --out OUTDIR --cache CACHEDIR
 
-Needs root (debootstrap, chroot) and the host tools debootstrap, mke2fs, qemu-img, cpio.
-Phases, each cached in CACHEDIR so an interrupted build resumes where it stopped:
+Needs no root: ``mmdebstrap`` in unshare mode (unprivileged user namespaces and a subuid
+range, as Debian gives every user) builds the root filesystem; as root it uses its root
+mode. Host tools: mmdebstrap, mke2fs, qemu-img, dpkg-deb, cpio. Steps:
 
-1. ``debootstrap``: ``debootstrap --variant=minbase`` into a tarball (``base-*.tar``).
-2. ``packages``: unpack it, ``apt-get install`` cage, Firefox ESR, seatd, udev, qemu-ga…
-   with docs, man pages and locales excluded by dpkg; fetch the generic kernel package.
-   The result is ``rootfs/`` with a stamp naming what went into it.
-3. ``kernel``: unpack the kernel package (never installed in the guest: the initramfs
-   carries the few modules the guest needs).
-4. ``configure``: the guest-side files from ``files/`` (busybox init, kiosk session, agent,
-   Firefox profile and policies), the user ``browser``, stripping.
-5. ``initramfs``: busybox + the modules, in load order; mounts ``/dev/vda`` and switches root.
-6. ``disk``: ``mke2fs -t ext4 -d rootfs`` (no loop mount), then a compressed qcow2.
+1. ``mmdebstrap --variant=minbase --include=…`` (cage, Firefox ESR, seatd, udev, qemu-ga…),
+   docs, man pages and locales excluded by dpkg; downloaded packages are cached in
+   ``CACHEDIR/debs``, so a rebuild downloads only what changed.
+2. Inside mmdebstrap's namespace (this script with ``--in-namespace``): fetch the generic
+   kernel package, configure a copy of the root filesystem (busybox init, kiosk session,
+   agent, network, Firefox profile and policies, the user ``browser``), strip it and make
+   the ext4 image with ``mke2fs -d`` (no loop mount; owners as the guest must see them).
+3. The kernel (unpacked, never installed in the guest) and a busybox initramfs carrying the
+   few modules the guest needs; the ext4 image as a compressed qcow2.
 
 Progress: one JSON object per line on stdout; log on stderr and in ``OUTDIR/build.log``.
 ``recipe.json`` is written last, so a directory holding it is complete.
@@ -30,14 +30,16 @@ import hashlib
 import json
 import lzma
 import os
+import pwd
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -80,6 +82,7 @@ USER, UID = "browser", 1000
 PROFILE = f"home/{USER}/.mozilla/blankslate"
 
 FILES = Path(__file__).resolve().parent / "files"
+RESEED_LIBRARY = "usr/local/lib/blankslate/nss-reseed.so"  # see files/nss-reseed.c
 # (file in files/, path in the guest, mode)
 GUEST_FILES = (
     ("inittab", "etc/inittab", 0o644),
@@ -89,6 +92,7 @@ GUEST_FILES = (
     ("env", "usr/local/lib/blankslate/env", 0o644),
     ("session", "usr/local/lib/blankslate/session", 0o755),
     ("udhcpc.script", "usr/local/lib/blankslate/udhcpc.script", 0o755),
+    ("network", "usr/local/sbin/blankslate-net", 0o755),
     ("blankslate-open", "usr/local/bin/blankslate-open", 0o755),
     ("blankslate-ready", "usr/local/bin/blankslate-ready", 0o755),
     ("blankslate-clipboard", "usr/local/bin/blankslate-clipboard", 0o755),
@@ -178,55 +182,10 @@ def capture(*argv: str | Path) -> str:
     return proc.stdout
 
 
-def chroot(root: Path, *argv: str, on_line: Callable[[str], None] | None = None) -> None:
-    run("chroot", root, *argv, env=APT_ENV, on_line=on_line)
-
-
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     if _child is not None and _child.poll() is None:
         _child.terminate()
     raise SystemExit(128 + signum)
-
-
-# ---------------------------------------------------------------------------- mounts
-
-
-def mounts_under(path: Path) -> list[Path]:
-    """Mount points at or below ``path``, deepest first."""
-    base = path.resolve()
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
-                            line.split()[4]))
-        if point == base or base in point.parents:
-            found.append(point)
-    return sorted(found, key=lambda p: len(p.parts), reverse=True)
-
-
-def unmount_all(path: Path) -> None:
-    for point in mounts_under(path):
-        subprocess.run(["umount", "-l", str(point)], check=False, capture_output=True)
-    if mounts_under(path):
-        raise BuildError(f"cannot unmount everything under {path}")
-
-
-def remove_tree(path: Path) -> None:
-    """rm -rf that never follows a mount point (a bind mount of /dev, say) into the host."""
-    if path.exists():
-        unmount_all(path)
-        shutil.rmtree(path)
-
-
-@contextlib.contextmanager
-def chroot_mounts(root: Path) -> Iterator[None]:
-    """/proc and a private /dev/shm for maintainer scripts (debootstrap made /dev nodes)."""
-    try:
-        run("mount", "-t", "proc", "proc", root / "proc")
-        run("mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", root / "dev" / "shm")
-        yield
-    finally:
-        unmount_all(root / "proc")
-        unmount_all(root / "dev" / "shm")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -256,114 +215,149 @@ def du_mib(path: Path) -> float:
     return int(capture("du", "-sx", "--block-size=1", path).split()[0]) / 2**20
 
 
+def remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def tool(name: str, package: str) -> str:
+    """A host tool, found where Debian puts it (/usr/sbin and /sbin are not on a normal
+    user's PATH), or a one-line error naming its package."""
+    path = shutil.which(name, path=os.pathsep.join(
+        [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"]))
+    if path is None:
+        raise BuildError(f"{name} not found: install the Debian package '{package}'")
+    return path
+
+
+def check_user_namespaces() -> None:
+    """As a normal user, mmdebstrap needs unprivileged user namespaces and a subuid range."""
+    if os.geteuid() == 0:
+        return
+    user = pwd.getpwuid(os.getuid()).pw_name
+    for db in ("/etc/subuid", "/etc/subgid"):
+        with contextlib.suppress(OSError):
+            if any(line.split(":")[0] in (user, str(os.getuid()))
+                   for line in Path(db).read_text().splitlines()):
+                continue
+        raise BuildError(
+            f"no subordinate id range for '{user}' in {db}: add one with 'sudo usermod "
+            f"--add-subuids 100000-165535 --add-subgids 100000-165535 {user}'")
+    probe = subprocess.run([tool("unshare", "util-linux"), "--user", "--map-root-user", "true"],
+                           capture_output=True, check=False)
+    if probe.returncode != 0:
+        raise BuildError(
+            "unprivileged user namespaces are disabled on this machine (needed to build the "
+            "browser image without root): enable them with 'sudo sysctl -w "
+            "kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000'")
+
+
 # ---------------------------------------------------------------------------- phases
 
 
-def debootstrap(cache: Path) -> Path:
-    """A minbase bootstrap as a tarball (cached; debs cached too)."""
-    tar = cache / f"base-{key_of(SUITE, MIRROR, 'minbase')}.tar"
-    if tar.exists():
-        log.info(f"debootstrap: cached {tar.name}")
-        return tar
-    if shutil.which("debootstrap") is None:
-        log.info("installing debootstrap on the host")
-        run("apt-get", "install", "-y", "-q", "debootstrap", env={**os.environ, **APT_ENV})
-    target = cache / "debootstrap.tmp"
-    remove_tree(target)
-    debs = cache / "debootstrap-debs"
-    debs.mkdir(exist_ok=True)
-    lines = 0
+class MmdebstrapProgress:
+    """Progress from mmdebstrap's ``I:`` lines (its phases, in order)."""
 
-    def on_line(line: str) -> None:
-        nonlocal lines
-        if line.startswith("I: "):
-            lines += 1
-            if lines % 10 == 0:
-                log.progress("debootstrap", min(0.25, 0.25 * lines / 460))
-
-    log.info(f"debootstrap --variant=minbase {SUITE} {MIRROR}")
-    run("debootstrap", "--variant=minbase", f"--cache-dir={debs}", SUITE, target, MIRROR,
-        on_line=on_line)
-    unmount_all(target)
-    run("tar", "-C", target, "--numeric-owner", "-cf", f"{tar}.tmp", ".")
-    Path(f"{tar}.tmp").rename(tar)
-    remove_tree(target)
-    for old in cache.glob("base-*.tar"):
-        if old != tar:
-            old.unlink()
-    return tar
-
-
-def install_packages(cache: Path, base: Path) -> tuple[Path, Path]:
-    """``rootfs/`` with every package installed, and the kernel package's .deb."""
-    rootfs, stamp = cache / "rootfs", cache / "rootfs.json"
-    key = key_of(base.name, SOURCES, PACKAGES, EXCLUDED, KEPT)
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        meta = json.loads(stamp.read_text())
-        kernel_deb = cache / "debs" / meta["kernel_deb"]
-        if meta["key"] == key and rootfs.is_dir() and kernel_deb.exists():
-            log.info("packages: cached rootfs")
-            return rootfs, kernel_deb
-    stamp.unlink(missing_ok=True)
-    remove_tree(rootfs)
-    rootfs.mkdir()
-    run("tar", "-C", rootfs, "--numeric-owner", "-xf", base)
-    write_file(rootfs / "etc/apt/sources.list", SOURCES)
-    write_file(rootfs / "etc/dpkg/dpkg.cfg.d/01-blankslate",
-               "".join(f"path-exclude={p}\n" for p in EXCLUDED)
-               + "".join(f"path-include={p}\n" for p in KEPT))
-    write_file(rootfs / "etc/apt/apt.conf.d/01-blankslate",
-               'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n')
-    # Maintainer scripts must not start daemons in the chroot.
-    write_file(rootfs / "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
-    archives = rootfs / "var/cache/apt/archives"
-    saved = cache / "debs"
-    saved.mkdir(exist_ok=True)
-    for deb in saved.glob("*.deb"):
-        with contextlib.suppress(FileExistsError):
-            os.link(deb, archives / deb.name)
-
-    with chroot_mounts(rootfs):
-        log.info("apt-get update")
-        chroot(rootfs, "apt-get", "-q", "update")
-        log.progress("packages", 0.27)
-        log.info(f"apt-get install {' '.join(PACKAGES)}")
-        chroot(rootfs, "apt-get", "-y", "-q", "-o", "Dpkg::Use-Pty=0", "install", *PACKAGES,
-               on_line=AptProgress())
-        kernel_pkg = _kernel_package(rootfs)
-        log.info(f"apt-get download {kernel_pkg}")
-        chroot(rootfs, "sh", "-c", f"cd /var/cache/apt/archives && apt-get -q download "
-               f"{kernel_pkg}")
-
-    for deb in archives.glob("*.deb"):
-        if not (saved / deb.name).exists():
-            shutil.move(deb, saved / deb.name)
-        else:
-            deb.unlink()
-    kernel_deb = next(saved.glob(f"{kernel_pkg}_*.deb"))
-    atomic_write(stamp, json.dumps({"key": key, "kernel_deb": kernel_deb.name}) + "\n")
-    log.info(f"packages: rootfs {du_mib(rootfs):.0f} MiB")
-    return rootfs, kernel_deb
-
-
-class AptProgress:
-    """Progress from apt-get's plain output: downloads, then dpkg's unpack + set-up lines.
-
-    (``APT::Status-Fd=1`` would be neater, but maintainer scripts then fail writing to
-    stdout with EIO.)
-    """
-
-    def __init__(self) -> None:
-        self.packages = 0
-        self.steps = 0
+    PHASES = (("I: downloading packages", 0.05), ("I: extracting archives", 0.15),
+              ("I: installing essential", 0.2), ("I: installing remaining", 0.3),
+              ("I: running --customize-hook", 0.5))
 
     def __call__(self, line: str) -> None:
-        if m := re.match(r"\d+ upgraded, (\d+) newly installed", line):
-            self.packages = int(m.group(1))
-        elif line.startswith(("Unpacking ", "Setting up ")) and self.packages:
-            self.steps += 1
-            if self.steps % 8 == 0:
-                Log.progress("packages", 0.30 + 0.30 * min(1.0, self.steps / (2 * self.packages)))
+        for prefix, fraction in self.PHASES:
+            if line.startswith(prefix):
+                log.progress("packages", fraction)
+                log.info(line.strip().removeprefix("I: "))
+
+
+# Inside the namespace, root is a sub-id with no access to the user's files: the
+# namespace step works in the root filesystem's /tmp (never part of the image) and
+# mmdebstrap's own copy-out hook brings its results to the user.
+NS_OUT = "tmp/blankslate-out"
+NS_STAGE = "tmp/blankslate-stage"
+NS_FILES = ("root.qcow2", "busybox", "kernel-deb")
+
+
+def bootstrap(cache: Path, work: Path) -> None:
+    """Run mmdebstrap (unprivileged: unshare mode) and, inside its namespace, this script's
+    ``--in-namespace`` step; leaves ``root.qcow2``, ``busybox`` and ``kernel-deb`` (the
+    kernel package's file name) in ``work``. Packages are cached in ``cache/debs``."""
+    debs = cache / "debs"
+    debs.mkdir(exist_ok=True)
+    check_user_namespaces()
+    hook = f'{shlex.quote(sys.executable)} {shlex.quote(__file__)} --in-namespace "$1"'
+    argv: list[str | Path] = [
+        tool("mmdebstrap", "mmdebstrap"), "--mode=auto", "--variant=minbase",
+        "--include=" + ",".join(PACKAGES),
+        '--aptopt=APT::Install-Recommends "false"', '--aptopt=APT::Install-Suggests "false"',
+        *(f"--dpkgopt=path-exclude={p}" for p in EXCLUDED),
+        *(f"--dpkgopt=path-include={p}" for p in KEPT),
+        "--skip=essential/unlink",
+        '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
+        f"--setup-hook=sync-in {shlex.quote(str(debs))} /var/cache/apt/archives/",
+        f"--customize-hook={hook}",
+        f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(debs))}",
+        "--customize-hook=copy-out " + " ".join(f"/{NS_OUT}/{f}" for f in NS_FILES)
+        + f" {shlex.quote(str(work))}",
+        SUITE, "/dev/null", *SOURCES.strip().splitlines(),
+    ]
+    log.info(f"mmdebstrap --variant=minbase {SUITE} ({len(PACKAGES)} packages and what they need)")
+    env = {**os.environ, "PATH": f"{os.environ.get('PATH', '/usr/bin:/bin')}:/usr/sbin:/sbin"}
+    run(*argv, env=env, on_line=MmdebstrapProgress())
+
+
+def in_namespace(rootfs: Path) -> None:
+    """Inside mmdebstrap's namespace (root there): fetch the kernel package, configure a
+    copy of the root filesystem without mmdebstrap's mounts, make the ext4 image from it
+    (owners as the guest must see them) and compress it."""
+    kernel_pkg = _kernel_package(rootfs)
+    log.info(f"apt-get download {kernel_pkg}")
+    archives = rootfs / "var/cache/apt/archives"
+    run("chroot", rootfs, "sh", "-c",
+        f"cd /var/cache/apt/archives && apt-get -q download {kernel_pkg}", env=APT_ENV)
+    out, stage = rootfs / NS_OUT, rootfs / NS_STAGE
+    remove_tree(out)
+    remove_tree(stage)
+    out.mkdir(parents=True)
+    stage.mkdir(parents=True)
+    (out / "kernel-deb").write_text(next(archives.glob(f"{kernel_pkg}_*.deb")).name)
+    # A copy without mmdebstrap's mounts (/proc, /sys, device nodes) and without what it
+    # put in place for the install only (it undoes those itself, after its hooks).
+    skip = [f"--exclude=./{d}/*" for d in ("proc", "sys", "dev", "tmp")]
+    run("sh", "-c", f"tar -C {shlex.quote(str(rootfs))} -cf - {' '.join(skip)} . | "
+                    f"tar -C {shlex.quote(str(stage))} -xpf -")
+    (stage / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
+    real = stage / "sbin/start-stop-daemon.REAL"
+    if real.exists():
+        real.replace(stage / "sbin/start-stop-daemon")
+    configure(stage)
+    build_reseed_library(rootfs, stage)
+    log.info(f"rootfs after stripping: {du_mib(stage):.0f} MiB")
+    shutil.copyfile(stage / "bin/busybox", out / "busybox")
+    raw = out / "root.raw"
+    log.info(f"mke2fs -t ext4 -d rootfs ({DISK_MIB} MiB, sparse)")
+    run(tool("mke2fs", "e2fsprogs"), "-q", "-F", "-t", "ext4", "-L", "blankslate-root",
+        "-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=0", "-d", stage, raw,
+        f"{DISK_MIB}M")
+    remove_tree(stage)
+    log.info("qemu-img convert -c (zstd)")
+    run("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-c",
+        "-o", "compression_type=zstd,cluster_size=65536", "-m", "4", "-W", raw,
+        out / "root.qcow2")
+    raw.unlink()
+
+
+def build_reseed_library(rootfs: Path, stage: Path) -> None:
+    """Compile files/nss-reseed.c against the guest's own libc, in the build root (which
+    gets the compiler; the image, made from the stage, does not)."""
+    log.info("apt-get install gcc (build root only); gcc nss-reseed.c")
+    run("chroot", rootfs, "apt-get", "-y", "-q", "-o", "Dpkg::Use-Pty=0", "install", "gcc",
+        "libc6-dev", env=APT_ENV)
+    shutil.copyfile(FILES / "nss-reseed.c", rootfs / "tmp/nss-reseed.c")
+    run("chroot", rootfs, "gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+        "-o", "/tmp/nss-reseed.so", "/tmp/nss-reseed.c", env=APT_ENV)
+    write_file(stage / RESEED_LIBRARY, (rootfs / "tmp/nss-reseed.so").read_bytes(), 0o644)
 
 
 def _kernel_package(rootfs: Path) -> str:
@@ -397,7 +391,8 @@ def configure(rootfs: Path) -> None:
             "--user-group", "--groups", "video,input", "--shell", "/bin/sh", USER)
     home = rootfs / "home" / USER
     (home / "Downloads").mkdir(exist_ok=True)
-    run("chown", "-R", f"{UID}:{UID}", home)
+    for p in (home, *home.rglob("*")):
+        os.lchown(p, UID, UID)
     write_file(rootfs / "etc/hostname", "blankslate\n")
     write_file(rootfs / "etc/hosts", "127.0.0.1\tlocalhost\n127.0.1.1\tblankslate\n"
                "::1\t\tlocalhost ip6-localhost ip6-loopback\n")
@@ -408,12 +403,7 @@ def configure(rootfs: Path) -> None:
     # qemu-ga's guest-set-time runs `hwclock -w` after setting the clock (and fails without
     # it). Writing the virtual RTC buys nothing (the app sets the clock after every restore)
     # and a real hwclock waits for a second boundary: ~1 s on every session start.
-    hwclock = rootfs / "usr/sbin/hwclock"
-    if hwclock.is_symlink():
-        hwclock.unlink()
-    write_file(hwclock, "#!/bin/sh\n# See vm_images/browser/build.py: the RTC is not used.\n"
-               "exit 0\n", 0o755)
-    (rootfs / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
+    _link(rootfs / "usr/sbin/hwclock", "/bin/true")
     strip(rootfs)
 
 
@@ -479,13 +469,14 @@ def modules_in_load_order(index: dict[str, Path], wanted: tuple[str, ...]) -> li
     return [index[n] for n in order]
 
 
-def build_initramfs(kdir: Path, rootfs: Path, work: Path, out: Path) -> None:
-    """Static busybox (from the guest's busybox-static) + modules, as a gzip'd newc cpio."""
+def build_initramfs(kdir: Path, busybox: Path, work: Path, out: Path) -> None:
+    """Static busybox (the guest's busybox-static) + modules, as a gzip'd newc cpio."""
     root = work / "initramfs"
     remove_tree(root)
     (root / "bin").mkdir(parents=True)
     (root / "lib" / "modules").mkdir(parents=True)
-    shutil.copy2(rootfs / "bin" / "busybox", root / "bin" / "busybox")
+    shutil.copyfile(busybox, root / "bin" / "busybox")
+    (root / "bin" / "busybox").chmod(0o755)
     names = []
     for mod in modules_in_load_order(module_index(kdir), MODULES):
         name = mod.name.split(".ko")[0] + ".ko"
@@ -509,23 +500,6 @@ def cpio_newc(root: Path) -> bytes:
     return proc.stdout
 
 
-def build_disk(rootfs: Path, work: Path, out: Path) -> None:
-    """ext4 from the directory (no loop mount), then a compressed qcow2."""
-    unmount_all(rootfs)
-    raw = work / "root.raw"
-    raw.unlink(missing_ok=True)
-    log.info(f"mke2fs -t ext4 -d rootfs ({DISK_MIB} MiB, sparse)")
-    run("mke2fs", "-q", "-F", "-t", "ext4", "-L", "blankslate-root", "-m", "0",
-        "-E", "lazy_itable_init=0,lazy_journal_init=0", "-d", rootfs, raw, f"{DISK_MIB}M")
-    log.progress("disk image", 0.85)
-    log.info("qemu-img convert -c (zstd)")
-    tmp = out.with_name(out.name + ".tmp")
-    run("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-c",
-        "-o", "compression_type=zstd,cluster_size=65536", "-m", "4", "-W", raw, tmp)
-    tmp.rename(out)
-    raw.unlink()
-
-
 def write_recipe(out: Path) -> None:
     recipe = {
         "name": NAME,
@@ -537,6 +511,7 @@ def write_recipe(out: Path) -> None:
         "cpus": CPUS,
         "agent_port": AGENT_PORT,
         "ready_command": "/usr/local/bin/blankslate-ready",
+        "network_command": "/usr/local/sbin/blankslate-net",
         "open_url_command": ["/usr/local/bin/blankslate-open"],
         # Firefox's empty document (between the old page and the new one's first paint).
         "loading_color": "#f9f9fb",
@@ -552,26 +527,18 @@ def write_recipe(out: Path) -> None:
 
 
 def build(out: Path, cache: Path) -> None:
-    if os.geteuid() != 0:
-        raise BuildError("the browser image must be built as root (debootstrap, chroot)")
     (out / "recipe.json").unlink(missing_ok=True)
     work = out / ".work"
     remove_tree(work)
     work.mkdir()
-    log.progress("debootstrap", 0.0)
-    base = debootstrap(cache)
-    log.progress("packages", 0.25)
-    rootfs, kernel_deb = install_packages(cache, base)
-    log.progress("kernel", 0.6)
-    kdir = unpack_kernel(cache, kernel_deb)
+    log.progress("packages", 0.0)
+    bootstrap(cache, work)
+    log.progress("kernel", 0.7)
+    kdir = unpack_kernel(cache, cache / "debs" / (work / "kernel-deb").read_text())
     shutil.copy2(next((kdir / "boot").glob("vmlinuz-*")), out / "vmlinuz")
-    log.progress("configure", 0.65)
-    configure(rootfs)
-    log.info(f"rootfs after stripping: {du_mib(rootfs):.0f} MiB")
-    log.progress("initramfs", 0.7)
-    build_initramfs(kdir, rootfs, work, out / "initrd.img")
-    log.progress("disk image", 0.75)
-    build_disk(rootfs, work, out / "root.qcow2")
+    log.progress("initramfs", 0.75)
+    build_initramfs(kdir, work / "busybox", work, out / "initrd.img")
+    (work / "root.qcow2").rename(out / "root.qcow2")
     remove_tree(work)
     log.info(f"root.qcow2: {(out / 'root.qcow2').stat().st_size / 2**20:.0f} MiB")
     write_recipe(out)
@@ -580,12 +547,22 @@ def build(out: Path, cache: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--cache", type=Path, required=True)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--cache", type=Path)
+    ap.add_argument("--in-namespace", type=Path, metavar="ROOTFS", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if args.in_namespace:  # mmdebstrap's customize hook (its output goes to our build log)
+        try:
+            in_namespace(args.in_namespace)
+            return 0
+        except (BuildError, OSError, StopIteration, subprocess.SubprocessError) as exc:
+            print(f"{NAME}: error: {exc or type(exc).__name__}", file=sys.stderr, flush=True)
+            return 1
+    if args.out is None or args.cache is None:
+        ap.error("--out and --cache are required")
     out: Path = args.out.resolve()
     cache: Path = args.cache.resolve()
-    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         out.mkdir(parents=True, exist_ok=True)
         cache.mkdir(parents=True, exist_ok=True)

@@ -121,10 +121,21 @@ case "$1" in
     deconfig) ifconfig "$interface" 0.0.0.0 up ;;
     bound|renew)
         ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up
-        for r in $router; do route add default gw "$r" dev "$interface"; break; done
+        for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
         : > /etc/resolv.conf
         for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done ;;
 esac
+"""
+
+# The app runs this after every restore: the lease in a snapshot is the one of the network
+# the host had when it was saved (the browser image has the same, blankslate-net).
+NETWORK = """#!/bin/sh
+[ -e /sys/class/net/eth0 ] || exit 0
+killall udhcpc 2>/dev/null
+ip -4 addr flush dev eth0
+ip link set eth0 down
+ip link set eth0 up
+exec udhcpc -i eth0 -n -q -f -t 10 -T 1 -A 1 -s /etc/udhcpc.script
 """
 
 # The tiny guest has no GUI and so no clipboard: this stands in for one, with the interface
@@ -415,6 +426,7 @@ def build_rootfs(root: Path) -> None:
     write(root / "etc" / "rc", RC, 0o755)
     write(root / "etc" / "udhcpc.script", UDHCPC_SCRIPT, 0o755)
     write(root / "sbin" / "tiny-agent", AGENT, 0o755)
+    write(root / "sbin" / "blankslate-net", NETWORK, 0o755)
     write(root / "usr" / "bin" / "blankslate-clipboard", CLIPBOARD, 0o755)
 
 
@@ -444,6 +456,7 @@ def recipe() -> dict[str, object]:
         "cpus": 1,
         "agent_port": AGENT_PORT,
         "ready_command": "true",
+        "network_command": "/sbin/blankslate-net",
         "display": {"width": 1024, "height": 768},
         "downloads_dir": "/root/Downloads",
         "clipboard_set_command": ["/usr/bin/blankslate-clipboard", "set"],

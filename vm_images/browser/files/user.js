@@ -36,11 +36,22 @@ user_pref("extensions.update.enabled", false);
 user_pref("extensions.pocket.enabled", false);
 user_pref("network.captive-portal-service.enabled", false);
 user_pref("network.connectivity-service.enabled", false);
+// The network comes and goes with restores (the lease is applied after each one): never let
+// Firefox decide it is offline from what it saw at snapshot time.
+user_pref("network.manage-offline-status", false);
+// TLS over TCP only: nss-reseed.so reseeds NSS at the first connect() after a restore, and
+// QUIC's UDP sockets need not call connect().
+user_pref("network.http.http3.enable", false);
 // Writes land in the session overlay: keep the cache in RAM.
 user_pref("browser.cache.disk.enable", false);
 user_pref("browser.download.dir", "/home/browser/Downloads");
 user_pref("browser.download.folderList", 2);
 user_pref("browser.download.useDownloadDir", true);
+// Downloads land in Downloads without a dialog (the app's Downloads panel takes them out);
+// the panel must not cover the page in a kiosk.
+user_pref("browser.download.always_ask_before_handling_new_types", false);
+user_pref("browser.download.alwaysOpenPanel", false);
+user_pref("browser.download.start_downloads_in_tmp_dir", false);
 user_pref("media.hardware-video-decoding.enabled", false);
 // Pages the app opens (blankslate-open) replace the current one: a kiosk has no tab strip,
 // so tabs would pile up unseen; and the old page stays on screen until the new one paints.
