@@ -1,5 +1,6 @@
 # Blank Slate: `make run` starts the app, `make test` runs the checks and the test suite.
-# Both do all set-up on a fresh Debian 12 machine (root, or a user with sudo).
+# Both do all set-up on a fresh Debian 12 machine, as a normal user with sudo (sudo is asked
+# only for apt-get) or as root. The app, the image builds and the tests run as the user.
 
 SHELL := /bin/bash
 VENV  := .venv
@@ -12,7 +13,8 @@ IMAGE ?= browser
 
 # Debian packages the app, the image recipes and the tests need.
 DEB_PKGS := qemu-system-x86 qemu-utils qemu-guest-agent busybox-static e2fsprogs cpio \
-            debootstrap passt nftables iproute2 python3-venv python3-pip xvfb xauth \
+            mmdebstrap uidmap passt nftables iproute2 dnsmasq-base python3-venv python3-pip \
+            xvfb xauth \
             desktop-file-utils appstream libegl1 libxkbcommon0 libxkbcommon-x11-0 \
             libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libdbus-1-3 \
             libfontconfig1 libgl1
@@ -41,18 +43,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# The browser recipe needs root (debootstrap, chroot). As a sudo user, build it as root into
-# this user's own directories, then hand them back.
-BS_DIRS := "$${XDG_DATA_HOME:-$$HOME/.local/share}/blankslate" \
-           "$${XDG_CONFIG_HOME:-$$HOME/.config}/blankslate" \
-           "$${XDG_STATE_HOME:-$$HOME/.local/state}/blankslate"
-
+# Builds the image, or checks that the built one is current (a changed recipe rebuilds it).
+# No root: the browser recipe uses mmdebstrap's unshare mode.
 image: venv
-	@$(BS) image list --json | grep -q '"name": "$(IMAGE)"' || \
-	if [ -z "$(SUDO)" ] || [ "$(IMAGE)" = tiny ]; then $(BS) image build $(IMAGE); \
-	else sudo --preserve-env=HOME,XDG_DATA_HOME,XDG_CONFIG_HOME,XDG_STATE_HOME,BLANKSLATE_HOME \
-	         $(BS) image build $(IMAGE) && \
-	     sudo chown -R "$$(id -u):$$(id -g)" $(if $(BLANKSLATE_HOME),"$(BLANKSLATE_HOME)",$(BS_DIRS)); fi
+	$(BS) image build $(IMAGE)
 
 lint: venv
 	$(VENV)/bin/ruff check sandbox_app vm_images tests benchmarks

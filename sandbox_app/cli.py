@@ -206,6 +206,7 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
     downloads = session.image.recipe.downloads_dir
     clipboard_out: str | None = None
     opened_url = ""
+    url_s: list[float] = []  # each --url: request → page drawn and still
     try:
         agent = await session.ready()  # the agent answers, the guest clock is set
         for src in args.put or []:
@@ -214,7 +215,9 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
             await copy_to_guest(agent, session.image.recipe, ctx.profile.clipboard,
                                 args.clipboard_in)
         for url in args.url or []:
+            t_url = time.monotonic()
             opened_url = await session.open_url(url)
+            url_s.append(time.monotonic() - t_url)
         if args.screenshot:
             await session.screenshot(Path(args.screenshot))
         for cmd in args.exec or []:
@@ -253,7 +256,7 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
         **({"put": transfers["put"]} if args.put else {}),
         **({"saved": transfers["saved"]} if args.save_downloads else {}),
         **({"clipboard": clipboard_out} if args.clipboard_out else {}),
-        **({"url": opened_url} if args.url else {}),
+        **({"url": opened_url, "url_s": [_r(t) for t in url_s]} if args.url else {}),
         **({"screenshot": str(Path(args.screenshot).resolve())} if args.screenshot else {}),
         "on_exit": on_exit,
         "changed_bytes": report.changed_bytes,

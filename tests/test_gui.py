@@ -321,3 +321,30 @@ def test_pyside_keeps_its_references_to_none(qtbot: Any) -> None:
     for _ in range(2000):
         widget.update(0, 0, 1, 1)
     assert sys.getrefcount(None) >= before - 10
+
+
+def test_address_bar_searches_words_and_quick_reset_clears_it(qtbot: Any) -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from sandbox_app.core.images import Recipe  # noqa: PLC0415
+    from sandbox_app.gui.session_window import SessionWindow  # noqa: PLC0415
+    from sandbox_app.gui.signals import AppSignals  # noqa: PLC0415
+
+    client = SimpleNamespace(width=64, height=48, framebuffer=bytearray(64 * 48 * 4),
+                             on_update=None, on_resize=None,
+                             set_desktop_size=lambda w, h: False)
+    signals = AppSignals()
+    recipe = Recipe(name="b", append="", memory_mib=64, ready_command="true",
+                    open_url_command=("open",))
+    window = SessionWindow("c", "#123456", client, signals,  # type: ignore[arg-type]
+                           recipe=recipe, search="https://s.example/?q=%s")
+    qtbot.addWidget(window)
+    opened: list[str] = []
+    signals.open_url_requested.connect(lambda _ctx, url: opened.append(url))
+    assert window.address is not None
+    for typed in ("red shoes", "example.org"):
+        window.address.setText(typed)
+        window.address.returnPressed.emit()
+    assert opened == ["https://s.example/?q=red+shoes", "https://example.org"]
+    window.replace_client(client)  # type: ignore[arg-type]
+    assert window.address.text() == ""

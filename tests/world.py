@@ -101,8 +101,8 @@ def _start(ns: str, argv: list[str]) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _dnsmasq(addr: str, names: dict[str, str]) -> list[str]:
-    return ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+def _dnsmasq(addr: str, names: dict[str, str], logs: Path) -> list[str]:
+    return ["dnsmasq", "--log-queries", f"--log-facility={logs / f'dns-{addr}.log'}", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
             "--no-hosts", "--bind-interfaces", f"--listen-address={addr}", "--pid-file=",
             "--user=nobody", "--group=nogroup",
             *(f"--address=/{name}/{ip}" for name, ip in names.items())]
@@ -131,8 +131,8 @@ def make_world() -> Iterator[World]:
         _start(HOST, [*py, "host-loopback:127.0.0.1:8081:text",
                       "host-address:10.213.0.3:8082:text"]),
         _start(WEB, _dnsmasq("10.213.0.2", {"shop.test": "10.213.0.2",
-                                            "tls.test": "10.213.0.2"})),
-        _start(WEB, _dnsmasq("10.213.0.4", {"shop.test": "10.213.0.5"})),
+                                            "tls.test": "10.213.0.2"}, logs)),
+        _start(WEB, _dnsmasq("10.213.0.4", {"shop.test": "10.213.0.5"}, logs)),
     ]
     deadline = time.monotonic() + 20
     while not ((logs / "ready-shop").exists() and (logs / "ready-host-loopback").exists()):

@@ -20,6 +20,7 @@ import socketserver
 import struct
 import sys
 import threading
+import time
 from pathlib import Path
 
 # Page colours (the page is one colour edge to edge, so a screenshot tells which it is).
@@ -52,7 +53,7 @@ def handler(label: str, kind: str) -> type[http.server.BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             cookie = self.headers.get("Cookie", "")
             record("requests.jsonl", {"server": label, "path": self.path, "cookie": cookie,
-                                      "host": self.headers.get("Host", "")})
+                                      "host": self.headers.get("Host", ""), "t": time.time()})
             headers: dict[str, str] = {"Content-Type": "text/html; charset=utf-8",
                                        "Cache-Control": "no-store"}
             if kind == "text":

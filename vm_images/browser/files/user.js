@@ -58,3 +58,19 @@ user_pref("media.hardware-video-decoding.enabled", false);
 user_pref("browser.link.open_newwindow.override.external", 1);
 // `blankslate run --url data:…` is the user's own request, not a page's navigation.
 user_pref("security.data_uri.block_toplevel_data_uri_navigations", false);
+// No background connections: a throwaway session talks only to what the user opens. After a
+// restore every overdue timer fires at once (the clock jumps), and Remote Settings alone then
+// sent ~40 lookups of firefox.settings.services.mozilla.com per session. The snapshot's
+// copies of those lists are as old as the image; image updates refresh them.
+user_pref("services.settings.server", "data:,#remote-settings-disabled");
+user_pref("browser.region.network.url", "");
+user_pref("browser.region.update.enabled", false);
+user_pref("browser.search.update", false);
+user_pref("extensions.getAddons.cache.enabled", false);
+user_pref("extensions.systemAddon.update.enabled", false);
+user_pref("dom.push.connection.enabled", false);
+user_pref("network.dns.disablePrefetch", true);
+user_pref("network.prefetch-next", false);
+user_pref("network.http.speculative-parallel-limit", 0);
+user_pref("browser.newtabpage.activity-stream.feeds.topsites", false);
+user_pref("browser.topsites.contile.enabled", false);
