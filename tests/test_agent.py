@@ -57,7 +57,8 @@ class HostAgent:
 
 @pytest.fixture
 def qga(tmp_path: Path) -> Iterator[HostAgent]:
-    exe = shutil.which("qemu-ga")
+    # Debian puts qemu-ga in /usr/sbin, off a normal user's PATH.
+    exe = shutil.which("qemu-ga", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
     if exe is None:
         pytest.skip("qemu-ga is not installed (package qemu-guest-agent)")
     sock = tmp_path / "qga.sock"

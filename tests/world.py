@@ -102,9 +102,10 @@ def _start(ns: str, argv: list[str]) -> subprocess.Popen[bytes]:
 
 
 def _dnsmasq(addr: str, names: dict[str, str], logs: Path) -> list[str]:
-    return ["dnsmasq", "--log-queries", f"--log-facility={logs / f'dns-{addr}.log'}", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-            "--no-hosts", "--bind-interfaces", f"--listen-address={addr}", "--pid-file=",
-            "--user=nobody", "--group=nogroup",
+    log = logs / f"dns-{addr}.log"
+    return ["dnsmasq", "--log-queries", f"--log-facility={log}", "--keep-in-foreground",
+            "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces",
+            f"--listen-address={addr}", "--pid-file=", "--user=nobody", "--group=nogroup",
             *(f"--address=/{name}/{ip}" for name, ip in names.items())]
 
 

@@ -13,6 +13,8 @@ import re
 from urllib.parse import quote_plus
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+# Schemes taken as they are even with spaces in them (a data: page, a path with a space).
+_KNOWN = re.compile(r"^(https?|data|about|file|view-source|ftp):", re.IGNORECASE)
 _HOST_PORT = re.compile(r"^[^:/\s]+:\d+(/|$)")
 _HOST = re.compile(r"^(localhost|[^\s/?#]+\.[^\s/?#.]+)(:\d+)?([/?#]|$)", re.IGNORECASE)
 
@@ -35,6 +37,8 @@ def address_to_url(text: str, search: str) -> str:
     text = text.strip()
     if not text:
         return ""
+    if _KNOWN.match(text) and not _HOST_PORT.match(text):
+        return text
     if not any(c.isspace() for c in text):
         if _SCHEME.match(text) and not _HOST_PORT.match(text):
             return text  # about:, data:, https:… (not host:port)
