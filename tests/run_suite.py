@@ -82,16 +82,17 @@ def main(args: list[str]) -> int:
     say(f"as {user.pw_name} (uid {user.pw_uid}): the tests not marked 'root'")
     failed = subprocess.run([*prefix, *pytest, "-m", "not slow and not root", *args],
                             env=env, cwd=REPO, check=False).returncode not in (0, 5)
+    # Root's own identity (pytest's temp dir, HOME), and what tells it who the user is.
+    shared = {k: env[k] for k in env if k.startswith("BLANKSLATE_") or k in PASS_ENV}
     if root:
         sudo: list[str] = []
     elif shutil.which("sudo"):
-        sudo = ["sudo", "--preserve-env=" + ",".join(sorted(env))]
+        sudo = ["sudo", "--preserve-env=" + ",".join(sorted(shared))]
     else:
         say("no sudo: the tests marked 'root' (network namespaces) were NOT run")
         return 1
     say(f"as root: the tests marked 'root' (the app under test runs as {user.pw_name})")
-    root_env = {**os.environ, **env, "PATH": os.environ.get("PATH", USER_PATH) + ":/usr/sbin:/sbin",
-                "HOME": os.environ.get("HOME", "/root")}
+    root_env = {**{k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}, **shared}
     failed |= subprocess.run([*sudo, *pytest, "-m", "not slow and root", *args],
                              env=root_env, cwd=REPO, check=False).returncode not in (0, 5)
     return 1 if failed else 0

@@ -10,6 +10,7 @@ leaves this machine), and the way to run the app in it as the unprivileged test 
     netns bs-web   (the internet)
         veth bs-w 10.213.0.2/24: DNS (dnsmasq: shop.test and tls.test → 10.213.0.2), the
             shop on :80, a TLS ClientHello recorder on :443, a plain server on :8080
+        fd00:213::2/64: the shop over IPv6 only (v6.shop.test; the host is fd00:213::1)
         10.213.0.4: another resolver (dnsmasq: shop.test → 10.213.0.5)
         10.213.0.5: the same shop, another colour (shows which resolver was used)
 """
@@ -115,24 +116,29 @@ def make_world() -> Iterator[World]:
         _sh("ip", "netns", "add", ns)
     _sh("ip", "link", "add", "bs-h", "netns", HOST, "type", "veth", "peer", "bs-w",
         "netns", WEB)
-    for ns, dev, addrs in ((HOST, "bs-h", ("10.213.0.1/24", "10.213.0.3/24")),
-                           (WEB, "bs-w", ("10.213.0.2/24", "10.213.0.4/24", "10.213.0.5/24"))):
+    for ns, dev, addrs in ((HOST, "bs-h", ("10.213.0.1/24", "10.213.0.3/24", "fd00:213::1/64")),
+                           (WEB, "bs-w", ("10.213.0.2/24", "10.213.0.4/24", "10.213.0.5/24",
+                                          "fd00:213::2/64"))):
         for addr in addrs:
-            _sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
+            _sh("ip", "-n", ns, "addr", "add", addr, "dev", dev, *(
+                ["nodad"] if ":" in addr else []))
         _sh("ip", "-n", ns, "link", "set", dev, "up")
         _sh("ip", "-n", ns, "link", "set", "lo", "up")
     _sh("ip", "-n", HOST, "route", "add", "default", "via", "10.213.0.2")
+    _sh("ip", "-n", HOST, "-6", "route", "add", "default", "via", "fd00:213::2")
     RESOLV.parent.mkdir(parents=True, exist_ok=True)
     RESOLV.write_text("nameserver 10.213.0.2\n")
     logs = Path(tempfile.mkdtemp(prefix="bs-world-"))
     py = [sys.executable, str(SERVERS), str(logs)]
     procs = [
-        _start(WEB, [*py, "shop:10.213.0.2:80:shop", "other:10.213.0.5:80:shop",
-                     "outside:10.213.0.2:8080:text", "tls:10.213.0.2:443:tls"]),
-        _start(HOST, [*py, "host-loopback:127.0.0.1:8081:text",
-                      "host-address:10.213.0.3:8082:text"]),
+        _start(WEB, [*py, "shop@10.213.0.2@80@shop", "other@10.213.0.5@80@shop",
+                     "shop6@fd00:213::2@80@shop", "outside@10.213.0.2@8080@text",
+                     "tls@10.213.0.2@443@tls"]),
+        _start(HOST, [*py, "host-loopback@127.0.0.1@8081@text",
+                      "host-address@10.213.0.3@8082@text"]),
         _start(WEB, _dnsmasq("10.213.0.2", {"shop.test": "10.213.0.2",
-                                            "tls.test": "10.213.0.2"}, logs)),
+                                            "tls.test": "10.213.0.2",
+                                            "v6.shop.test": "fd00:213::2"}, logs)),
         _start(WEB, _dnsmasq("10.213.0.4", {"shop.test": "10.213.0.5"}, logs)),
     ]
     deadline = time.monotonic() + 20

@@ -1,6 +1,6 @@
 """The test hosts of the "outside world" (run by ``tests/world.py`` inside its namespaces).
 
-    python world_servers.py LOGDIR LABEL:ADDR:PORT:KIND ...
+    python world_servers.py LOGDIR LABEL@ADDR@PORT@KIND ...
 
 KIND ``shop``: a small web shop (``/`` page, ``/login`` sets a cookie, ``/check`` shows
 whether the cookie came back, ``/file.bin`` is a download); ``text``: answers every GET with
@@ -140,15 +140,15 @@ def main() -> None:
     _log_dir = Path(sys.argv[1])
     servers: list[socketserver.BaseServer] = []
     for spec in sys.argv[2:]:
-        label, addr, port, kind = spec.split(":")
-        if kind == "tls":
-            servers.append(Threading((addr, int(port)), HelloRecorder))
-        else:
-            servers.append(http.server.ThreadingHTTPServer((addr, int(port)),
-                                                           handler(label, kind)))
+        label, addr, port, kind = spec.split("@")
+        server_class = Threading if kind == "tls" else http.server.ThreadingHTTPServer
+        if ":" in addr:
+            server_class = type("V6", (server_class,), {"address_family": socket.AF_INET6})
+        servers.append(server_class((addr, int(port)),
+                                    HelloRecorder if kind == "tls" else handler(label, kind)))
     for s in servers[1:]:
         threading.Thread(target=s.serve_forever, daemon=True).start()
-    (_log_dir / f"ready-{sys.argv[2].split(':')[0]}").touch()
+    (_log_dir / f"ready-{sys.argv[2].split('@')[0]}").touch()
     servers[0].serve_forever()
 
 
