@@ -400,6 +400,7 @@ def configure(rootfs: Path) -> None:
     write_file(rootfs / "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
     write_file(rootfs / "etc/fstab", "# mounted by the initramfs and blankslate-rc\n")
     _link(rootfs / "sbin/init", "/bin/busybox")  # busybox init reads /etc/inittab
+    _link(rootfs / "usr/local/lib/blankslate/udhcpc", "/bin/busybox")  # see files/network
     # qemu-ga's guest-set-time runs `hwclock -w` after setting the clock (and fails without
     # it). Writing the virtual RTC buys nothing (the app sets the clock after every restore)
     # and a real hwclock waits for a second boundary: ~1 s on every session start.
