@@ -208,7 +208,10 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
     opened_url = ""
     url_s: list[float] = []  # each --url: request → page drawn and still
     try:
-        agent = await session.ready()  # the agent answers, the guest clock is set
+        agent = await session.ready()  # the agent answers, clock set, network lease applied
+        for warning in session.warnings[len(shown):]:
+            print(f"blankslate: warning: {warning}", file=sys.stderr)
+        shown = list(session.warnings)
         for src in args.put or []:
             transfers["put"].append(await send_to_guest(agent, Path(src), downloads))
         if args.clipboard_in is not None:

@@ -318,7 +318,8 @@ class Session:
         self.timings.network_s = time.monotonic() - t0
 
     async def ready(self) -> GuestAgent:
-        """The guest agent, once it answers and the guest clock is set (after a restore)."""
+        """The guest agent, once it answers, the guest clock is set (after a restore) and the
+        session's network lease applied (a failed lease is a warning, not an error)."""
         if self.agent is None or self.state not in (SessionState.RUNNING, SessionState.KEEPING):
             raise GuestError("the session is not running")
         if self._settling is not None:
