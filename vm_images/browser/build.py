@@ -26,7 +26,6 @@ import argparse
 import collections
 import contextlib
 import gzip
-import hashlib
 import json
 import lzma
 import os
@@ -189,10 +188,6 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def key_of(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def write_file(path: Path, data: str | bytes, mode: int = 0o644) -> None:
