@@ -37,11 +37,10 @@ def address_to_url(text: str, search: str) -> str:
     text = text.strip()
     if not text:
         return ""
-    if _KNOWN.match(text) and not _HOST_PORT.match(text):
-        return text
-    if not any(c.isspace() for c in text):
-        if _SCHEME.match(text) and not _HOST_PORT.match(text):
-            return text  # about:, data:, https:… (not host:port)
+    spaces = any(c.isspace() for c in text)
+    if _SCHEME.match(text) and not _HOST_PORT.match(text) and (not spaces or _KNOWN.match(text)):
+        return text  # about:, data:, https:… (not host:port)
+    if not spaces:
         if _HOST.match(text) or _HOST_PORT.match(text):
             return "https://" + text
         if _is_ipv6(text):
