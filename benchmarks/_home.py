@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from sandbox_app.core.paths import Paths
+from sandbox_app.core.storage import Paths
 
 
 @contextlib.contextmanager

@@ -28,9 +28,8 @@ from _home import bench_home
 
 from sandbox_app.core.contexts import ContextStore, ExitDefault, Network, Profile
 from sandbox_app.core.images import ImageStore
-from sandbox_app.core.paths import Paths
-from sandbox_app.core.runner import ContextRunner
-from sandbox_app.core.session import Session, prepare_overlay
+from sandbox_app.core.session import ContextRunner, Session, prepare_overlay
+from sandbox_app.core.storage import Paths
 
 START_PAGE = (0x1D, 0x2B, 0x3A)  # vm_images/browser/files/start.html's background
 CORNERS = ((4, 4), (1275, 4), (4, 795), (1275, 795))

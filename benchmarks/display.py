@@ -59,10 +59,10 @@ from rfb_throughput import (
 )
 
 from sandbox_app.core.contexts import ContextStore, ExitDefault, Profile
+from sandbox_app.core.guest import Encoding, RfbClient
 from sandbox_app.core.images import ImageStore
-from sandbox_app.core.paths import Paths
-from sandbox_app.core.rfb import Encoding, RfbClient
-from sandbox_app.core.runner import RunState
+from sandbox_app.core.session import RunState
+from sandbox_app.core.storage import Paths
 from sandbox_app.gui import asyncbridge
 from sandbox_app.gui.app import app_icon
 from sandbox_app.gui.controller import App

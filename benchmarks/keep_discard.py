@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _home import bench_home
 
 from sandbox_app.core.contexts import ContextStore, Profile
-from sandbox_app.core.paths import Paths
 from sandbox_app.core.session import EndReport, Session
+from sandbox_app.core.storage import Paths
 
 
 def _timed(argv: list[str]) -> float:

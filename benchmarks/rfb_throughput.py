@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qemu.qmp import QMPClient
 
-from sandbox_app.core.rfb import Encoding, RfbClient
+from sandbox_app.core.guest import Encoding, RfbClient
 
 WIDTH, HEIGHT = 1280, 800
 PAN_LINES = 7

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _home import bench_home
 
 from sandbox_app.core.contexts import ContextStore, ExitDefault, Profile
-from sandbox_app.core.paths import Paths
 from sandbox_app.core.session import Session
+from sandbox_app.core.storage import Paths
 
 
 async def _once(paths: Paths, name: str, cold: bool, keep: bool = False) -> tuple[float, float]:

@@ -24,7 +24,7 @@ os.environ.update(BLANKSLATE_HOME=str(home), BLANKSLATE_KEYRING="off")
 import platformdirs  # noqa: E402
 
 from sandbox_app.core.contexts import ContextStore, ExitDefault, Network, Profile  # noqa: E402
-from sandbox_app.core.paths import Paths  # noqa: E402
+from sandbox_app.core.storage import Paths  # noqa: E402
 from sandbox_app.gui import asyncbridge  # noqa: E402
 from sandbox_app.gui.app import App, app_icon  # noqa: E402
 from sandbox_app.gui.launcher import LauncherWindow  # noqa: E402

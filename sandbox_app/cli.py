@@ -19,23 +19,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .core.clipboard import ClipboardPolicy, copy_from_guest, copy_to_guest
 from .core.contexts import (
     DEFAULT_SEARCH,
     ContextStore,
     ExitDefault,
+    Journal,
     Network,
     Profile,
+    key_store,
     parse_dns,
 )
 from .core.errors import AuthError, BlankSlateError, UsageError
+from .core.guest import (
+    ClipboardPolicy,
+    copy_from_guest,
+    copy_to_guest,
+    list_downloads,
+    save_to_host,
+    send_to_guest,
+)
 from .core.images import ImageStore
-from .core.journal import Journal
-from .core.paths import Paths
-from .core.qemu import TCG_WARNING, Accel
 from .core.session import Session, SessionState, check_context
-from .core.transfer import list_downloads, save_to_host, send_to_guest
-from .core.vault import key_store
+from .core.storage import Paths
+from .core.vm import TCG_WARNING, Accel
 
 _T0 = time.monotonic()
 

@@ -26,7 +26,7 @@ from world import World, make_world, unprivileged_user, user_dir
 
 from sandbox_app.core.contexts import ContextStore, Profile
 from sandbox_app.core.images import ImageStore, is_built
-from sandbox_app.core.paths import Paths
+from sandbox_app.core.storage import Paths
 
 
 def _cache_root() -> Path:

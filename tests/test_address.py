@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox_app.core.address import address_to_url
 from sandbox_app.core.contexts import DEFAULT_SEARCH, Profile
 from sandbox_app.core.errors import UsageError
+from sandbox_app.core.session import address_to_url
 
 S = "https://search.example/?q=%s"
 

@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from sandbox_app.core.agent import MAX_LINE, AgentDisconnected, ExecResult, GuestAgent
 from sandbox_app.core.errors import GuestError
+from sandbox_app.core.guest import AgentDisconnected, ExecResult, GuestAgent
+from sandbox_app.core.guest.agent import MAX_LINE
 
 pytestmark = pytest.mark.timeout(30)
 

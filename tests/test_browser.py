@@ -15,9 +15,9 @@ import pytest
 from helpers import run_cli
 from PySide6.QtGui import QColor, QImage
 
-from sandbox_app.core.clipboard import ClipboardPolicy
 from sandbox_app.core.contexts import ContextStore, Network, Profile
-from sandbox_app.core.paths import Paths
+from sandbox_app.core.guest import ClipboardPolicy
+from sandbox_app.core.storage import Paths
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(1800)]
 

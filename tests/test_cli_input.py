@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from sandbox_app.core.paths import Paths
+from sandbox_app.core.storage import Paths
 
 
 def _one_line_error(proc: object) -> str:

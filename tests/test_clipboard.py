@@ -15,19 +15,19 @@ from typing import Any
 import pytest
 from helpers import run_cli
 
-from sandbox_app.core import clipboard
-from sandbox_app.core.clipboard import (
+from sandbox_app.core.contexts import ContextStore, Network, Profile
+from sandbox_app.core.errors import GuestError
+from sandbox_app.core.guest import (
     ClipboardPolicy,
     ClipboardRefused,
-    clean_text,
+    clipboard,
     copy_from_guest,
     copy_to_guest,
 )
-from sandbox_app.core.contexts import ContextStore, Network, Profile
-from sandbox_app.core.errors import GuestError
+from sandbox_app.core.guest.clipboard import clean_text
 from sandbox_app.core.images import Recipe
-from sandbox_app.core.paths import Paths
 from sandbox_app.core.session import Session
+from sandbox_app.core.storage import Paths
 
 GUEST_FILE = "/run/blankslate-clipboard"
 TEXT = "héllo, wörld 🌍\nsecond line\tend"

@@ -23,8 +23,8 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QFrame, QMessageBox, QWidget
 
 from sandbox_app.core.contexts import ContextStore, ExitDefault, Network
-from sandbox_app.core.paths import Paths
-from sandbox_app.core.runner import RunState
+from sandbox_app.core.session import RunState
+from sandbox_app.core.storage import Paths
 from sandbox_app.gui import asyncbridge
 from sandbox_app.gui.app import App
 from sandbox_app.gui.display import VmDisplay

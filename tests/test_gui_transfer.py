@@ -21,10 +21,9 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QFileDialog
 from test_gui import Gui, _FakeClient, ends_clean, gui, loop, wait_until  # noqa: F401
 
-from sandbox_app.core.clipboard import ClipboardPolicy
 from sandbox_app.core.contexts import ContextStore
+from sandbox_app.core.guest import ClipboardPolicy, GuestFile
 from sandbox_app.core.images import Recipe
-from sandbox_app.core.transfer import GuestFile
 from sandbox_app.gui import asyncbridge
 from sandbox_app.gui.session_window import SessionWindow
 from sandbox_app.gui.signals import AppSignals

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from helpers import run_cli
 
-from sandbox_app.core.paths import Paths
+from sandbox_app.core.storage import Paths
 
 
 def _run(context: str, *cmds: str, on_exit: str = "discard",

@@ -12,9 +12,9 @@ import keyring
 import pytest
 from keyring.backends import fail
 
-from sandbox_app.core import keys as keys_module
 from sandbox_app.core.errors import AuthError, BlankSlateError, NotFoundError, UsageError
-from sandbox_app.core.keys import ContextKey, KeyStorage, KeyStore, SessionKey
+from sandbox_app.core.storage import ContextKey, KeyStorage, KeyStore, SessionKey
+from sandbox_app.core.storage import keys as keys_module
 
 FAST = 2**10  # scrypt cost for tests; the default is checked once
 

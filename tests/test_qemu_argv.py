@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sandbox_app.core.qemu import Accel, Layer, MachineSpec, build_argv
+from sandbox_app.core.vm import Accel, Layer, MachineSpec, build_argv
 
 SECRET = b"c2VjcmV0LWtleS1ieXRlcw=="
 

@@ -21,8 +21,8 @@ import pytest
 from helpers import REPO, run_cli
 
 from sandbox_app.core.contexts import ContextStore, Profile
-from sandbox_app.core.paths import Paths
 from sandbox_app.core.session import Session
+from sandbox_app.core.storage import Paths
 
 KILL_POINTS_DEFAULT = 4
 KILL_POINTS_SLOW = 24

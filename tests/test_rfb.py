@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from qemu.qmp import QMPClient
 
-from sandbox_app.core.keymap import qnum_from_evdev, qnum_from_x11_keycode
-from sandbox_app.core.rfb import (
+from sandbox_app.core.guest import (
     MAX_DIMENSION,
     RfbClient,
     RfbConnectionClosed,
     RfbError,
+    qnum_from_evdev,
+    qnum_from_x11_keycode,
 )
 
 pytestmark = pytest.mark.timeout(60)

@@ -15,8 +15,8 @@ from pathlib import Path
 from helpers import REPO, run_cli
 
 from sandbox_app.core.contexts import ContextStore
-from sandbox_app.core.paths import Paths
 from sandbox_app.core.session import Session
+from sandbox_app.core.storage import Paths
 
 
 def _run_json(context: str, *cmds: str, extra: tuple[str, ...] = ()) -> dict[str, object]:

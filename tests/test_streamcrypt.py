@@ -10,17 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_app.core import streamcrypt
 from sandbox_app.core.errors import DiskFullError, ImageError
-from sandbox_app.core.keys import ContextKey
-from sandbox_app.core.streamcrypt import (
-    CHUNK,
-    HEADER,
-    TAG,
-    decrypt_chunks,
-    decrypt_to_fd,
-    encrypt_stream,
-)
+from sandbox_app.core.storage import ContextKey, decrypt_to_fd, encrypt_stream, streamcrypt
+from sandbox_app.core.storage.streamcrypt import CHUNK, HEADER, TAG, decrypt_chunks
 
 SEALED = CHUNK + TAG
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from helpers import run_cli
 
-from sandbox_app.core.transfer import sanitize_name
+from sandbox_app.core.guest import sanitize_name
 
 MAKE_FILES = (
     "mkdir -p /root/Downloads && cd /root/Downloads && "

@@ -9,12 +9,8 @@ from pathlib import Path
 import pytest
 
 from sandbox_app.core.errors import DiskFullError
-from sandbox_app.core.wipe import (
-    NotARegularFileError,
-    allocated_extents,
-    erase_tree,
-    secure_erase,
-)
+from sandbox_app.core.storage import erase_tree, secure_erase
+from sandbox_app.core.storage.wipe import NotARegularFileError, allocated_extents
 
 MiB = 1 << 20
 

@@ -15,9 +15,8 @@ from pathlib import Path
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QSystemTrayIcon, QWidget
 
-from ..core.contexts import ContextStore
-from ..core.journal import Journal
-from ..core.paths import Paths
+from ..core.contexts import ContextStore, Journal
+from ..core.storage import Paths
 from . import asyncbridge
 from .controller import App
 from .dialogs import ask

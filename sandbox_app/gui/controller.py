@@ -13,15 +13,13 @@ import logging
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QProgressDialog
 
-from ..core import rfb
-from ..core.contexts import ContextStore, ExitDefault, Profile
+from ..core.contexts import ContextStore, ExitDefault, Profile, key_store
 from ..core.errors import BlankSlateError
+from ..core.guest import rfb
 from ..core.images import ImageStore
-from ..core.paths import Paths
-from ..core.qemu import Accel
-from ..core.runner import ContextRunner, RunState
-from ..core.session import EndReport
-from ..core.vault import key_store
+from ..core.session import ContextRunner, EndReport, RunState
+from ..core.storage import Paths
+from ..core.vm import Accel
 from .asyncbridge import CANCELLED, Job, JobRunner
 from .dialogs import ask, ask_passphrase, show_error
 from .exit_dialog import ExitChoice, ExitDialog

@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.clipboard import ClipboardPolicy
 from ..core.contexts import ExitDefault, Network, Profile
+from ..core.guest import ClipboardPolicy
 from ..core.images import RECIPES
 
 

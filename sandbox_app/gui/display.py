@@ -25,8 +25,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from ..core import rfb
-from ..core.keymap import qnum_from_evdev, qnum_from_x11_keycode
+from ..core.guest import qnum_from_evdev, qnum_from_x11_keycode, rfb
 
 K = Qt.Key
 # Qt key → (evdev code, needs shift) for when the platform gives no native scancode (US map).

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.transfer import GuestFile, sanitize_name
+from ..core.guest import GuestFile, sanitize_name
 from .exit_dialog import human_bytes
 from .signals import AppSignals
 

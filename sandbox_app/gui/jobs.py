@@ -8,18 +8,22 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from ..core import rfb
-from ..core.agent import GuestAgent
-from ..core.clipboard import copy_from_guest, copy_to_guest
-from ..core.contexts import ContextStore
+from ..core.contexts import ContextStore, Journal, key_store
 from ..core.errors import BlankSlateError, UsageError
+from ..core.guest import (
+    GuestAgent,
+    GuestFile,
+    copy_from_guest,
+    copy_to_guest,
+    list_downloads,
+    rfb,
+    sanitize_name,
+    save_to_host,
+    send_to_guest,
+)
 from ..core.images import Image, ImageStore
-from ..core.journal import Journal
-from ..core.paths import Paths
-from ..core.runner import ContextRunner, accel_warning
-from ..core.session import EndReport, Session
-from ..core.transfer import GuestFile, list_downloads, sanitize_name, save_to_host, send_to_guest
-from ..core.vault import key_store
+from ..core.session import ContextRunner, EndReport, Session, accel_warning
+from ..core.storage import Paths
 from .asyncbridge import Job, in_thread
 from .exit_dialog import human_bytes
 

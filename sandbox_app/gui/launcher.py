@@ -26,12 +26,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.contexts import Context, ContextStore
+from ..core.contexts import Context, ContextStore, key_store
 from ..core.errors import BlankSlateError
 from ..core.images import ImageStore
-from ..core.qemu import TCG_WARNING
-from ..core.runner import RunState
-from ..core.vault import key_store
+from ..core.session import RunState
+from ..core.vm import TCG_WARNING
 from .dialogs import NewContextDialog, ask
 from .exit_dialog import human_bytes
 

@@ -34,12 +34,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core import rfb
-from ..core.address import address_to_url
-from ..core.clipboard import ClipboardPolicy, refusal
 from ..core.contexts import DEFAULT_SEARCH
+from ..core.guest import ClipboardPolicy, refusal, rfb
 from ..core.images import Recipe
-from ..core.qemu import TCG_WARNING
+from ..core.session import address_to_url
+from ..core.vm import TCG_WARNING
 from .asyncbridge import Job
 from .display import VmDisplay
 from .downloads_panel import DownloadsPanel

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QGuiApplication
 
-from ..core.runner import RunState
-from ..core.session import Session
-from ..core.transfer import GuestFile, default_save_dir
+from ..core.guest import GuestFile, default_save_dir
+from ..core.session import RunState, Session
 from .asyncbridge import Job
 from .dialogs import choose_directory, choose_files
 from .exit_dialog import ExitDialog

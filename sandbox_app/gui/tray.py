@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
 
 from ..core.contexts import ContextStore
 from ..core.errors import BlankSlateError
-from ..core.runner import RunState
+from ..core.session import RunState
 from .launcher import swatch
 
 if TYPE_CHECKING:

@@ -23,8 +23,8 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .errors import BlankSlateError
-from .qemu import _set_pdeathsig
+from ..errors import BlankSlateError
+from .machine import _set_pdeathsig
 
 NET_USER = "blankslate-net"
 _NFT_TABLE = "blankslate"

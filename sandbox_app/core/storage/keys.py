@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from .errors import AuthError, BlankSlateError, NotFoundError, UsageError
+from ..errors import AuthError, BlankSlateError, NotFoundError, UsageError
 from .fsutil import atomic_write_json
 from .paths import validate_name
 from .wipe import overwrite_open_file, secure_erase

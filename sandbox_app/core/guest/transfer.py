@@ -23,9 +23,9 @@ from pathlib import Path
 
 import platformdirs
 
+from ..errors import BlankSlateError, DiskFullError, GuestError
+from ..storage import secure_erase
 from .agent import GuestAgent
-from .errors import BlankSlateError, DiskFullError, GuestError
-from .wipe import secure_erase
 
 MAX_FILE_BYTES = 4 << 30
 MAX_FILES = 1000

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import DiskFullError, ImageError
-from .qemu import Layer, _secret_pipe, find_qemu
+from ..errors import DiskFullError, ImageError
+from .machine import Layer, _secret_pipe, find_qemu
 
 # Fast LUKS header: the key is random (full entropy), so key stretching buys nothing.
 _LUKS_OPTS = "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10"
@@ -149,6 +148,3 @@ def allocated_bytes(path: Path) -> int:
     except FileNotFoundError:
         return 0
 
-
-def is_enospc(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC

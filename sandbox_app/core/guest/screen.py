@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import GuestError
-from .qemu import QemuMachine
+from ..errors import GuestError
+from ..vm import QemuMachine
 
 
 @dataclass(frozen=True)

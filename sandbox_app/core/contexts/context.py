@@ -21,11 +21,16 @@ from typing import Any
 
 import tomli_w
 
-from .clipboard import ClipboardPolicy
-from .errors import BlankSlateError, NotFoundError, UsageError
-from .fsutil import atomic_write_bytes, atomic_write_json
-from .paths import Paths, private_dir, validate_name
-from .wipe import erase_tree
+from ..errors import BlankSlateError, NotFoundError, UsageError
+from ..guest import ClipboardPolicy
+from ..storage import (
+    Paths,
+    atomic_write_bytes,
+    atomic_write_json,
+    erase_tree,
+    private_dir,
+    validate_name,
+)
 
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 DEFAULT_CONTEXTS = {"personal": "#2e86de", "work": "#e67e22"}

@@ -32,10 +32,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import DiskFullError, ImageError
+from ..errors import DiskFullError, ImageError
+from ..progress import Progress
 from .fsutil import fsync_dir
 from .keys import ContextKey
-from .progress import Progress
 from .wipe import secure_erase
 
 MAGIC = b"BSENC1\0\0"

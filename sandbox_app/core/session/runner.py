@@ -16,12 +16,12 @@ from collections.abc import Coroutine
 from enum import Enum
 from typing import Any
 
-from .contexts import ContextStore
-from .errors import BlankSlateError
-from .images import ImageStore
-from .paths import Paths
-from .progress import Progress, no_progress
-from .qemu import Accel
+from ..contexts import ContextStore
+from ..errors import BlankSlateError
+from ..images import ImageStore
+from ..progress import Progress, no_progress
+from ..storage import Paths
+from ..vm import Accel
 from .session import EndReport, PreparedOverlay, Session, discard_prepared, prepare_overlay
 
 log = logging.getLogger(__name__)

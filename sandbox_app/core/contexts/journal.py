@@ -19,10 +19,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .contexts import Manifest
-from .fsutil import atomic_write_json
-from .paths import Paths, private_dir
-from .wipe import secure_erase
+from ..storage import Paths, atomic_write_json, private_dir, secure_erase
+from .context import Manifest
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from .errors import BlankSlateError, GuestError, UsageError
+from ..errors import BlankSlateError, GuestError, UsageError
 
 if TYPE_CHECKING:  # contexts imports this module: keep it light
+    from ..images import Recipe
     from .agent import ExecResult, GuestAgent
-    from .images import Recipe
 
 MAX_TEXT_BYTES = 1 << 20
 """Longest clipboard text copied either way (UTF-8 bytes)."""

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from .contexts import Context
-from .disks import commit_top
-from .images import Image
-from .progress import Progress, no_progress
-from .qemu import Layer
+from ..images import Image
+from ..progress import Progress, no_progress
+from ..storage import secure_erase
+from ..vm import Layer, commit_top
+from .context import Context
 from .vault import Vault
-from .wipe import secure_erase
 
 MAX_LAYERS = 3
 

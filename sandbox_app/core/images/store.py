@@ -35,13 +35,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import agent as agent_mod
-from .disks import create_overlay, virtual_size
-from .errors import BlankSlateError, Cancelled, ImageError, NotFoundError
-from .fsutil import atomic_write_json, fsync_dir
-from .paths import Paths, private_dir, validate_name
-from .progress import Progress, no_progress
-from .qemu import Accel, Layer, MachineSpec, QemuMachine, probe_kvm, qemu_version
+from ..errors import BlankSlateError, Cancelled, ImageError, NotFoundError
+from ..guest import agent as agent_mod
+from ..progress import Progress, no_progress
+from ..storage import Paths, atomic_write_json, fsync_dir, private_dir, validate_name
+from ..vm import (
+    Accel,
+    Layer,
+    MachineSpec,
+    QemuMachine,
+    create_overlay,
+    probe_kvm,
+    qemu_version,
+    virtual_size,
+)
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BlankSlateError, DiskFullError
-from .progress import Progress
+from ..errors import BlankSlateError, DiskFullError
+from ..progress import Progress
 
 _CHUNK = 4 << 20  # large writes run at disk speed; 4 MiB of zeros is shared, never copied
 _ZEROS = memoryview(bytes(_CHUNK))

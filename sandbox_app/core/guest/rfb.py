@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from sandbox_app.core.errors import QemuError
+from ..errors import QemuError
 
 MAX_DIMENSION = 8192
 """Largest width or height we accept from the server (so it cannot make us allocate GBs)."""

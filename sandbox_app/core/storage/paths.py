@@ -16,7 +16,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .errors import UsageError
+from ..errors import UsageError
 
 APP = "blankslate"
 _MAX_RUNTIME_LEN = 64  # + "/s-XXXXXXXXXXXX/vnc.sock" stays under the 107-byte socket limit

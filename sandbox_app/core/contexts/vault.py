@@ -20,11 +20,9 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .contexts import Context
-from .errors import AuthError, ImageError
-from .keys import ContextKey, KeyStore
-from .paths import Paths, private_dir
-from .streamcrypt import decrypt_to_fd, encrypt_stream
+from ..errors import AuthError, ImageError
+from ..storage import ContextKey, KeyStore, Paths, decrypt_to_fd, encrypt_stream, private_dir
+from .context import Context
 
 FdConsumer = Callable[[int], Awaitable[None]]
 

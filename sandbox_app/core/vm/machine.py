@@ -33,7 +33,7 @@ from typing import Any
 from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
-from .errors import QemuError
+from ..errors import QemuError
 
 log = logging.getLogger(__name__)
 

@@ -22,28 +22,35 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from . import network, screen
-from .address import address_to_url
-from .agent import ExecResult, GuestAgent
-from .compaction import compact, needs_compaction
-from .contexts import Context, Manifest, Network
-from .disks import allocated_bytes, check_chain, create_overlay, virtual_size
-from .errors import (
-    BlankSlateError,
-    DiskFullError,
-    GuestError,
-    ImageError,
-    QemuError,
-    UsageError,
+from ..contexts import (
+    Context,
+    Journal,
+    Manifest,
+    Network,
+    SessionRecord,
+    Vault,
+    collect_garbage,
+    compact,
+    key_store,
+    needs_compaction,
+    process_start_time,
 )
-from .images import Image, ImageStore, SnapshotPoint
-from .journal import Journal, SessionRecord, collect_garbage, process_start_time
-from .keys import SessionKey
-from .paths import Paths, private_dir
-from .progress import Progress, no_progress
-from .qemu import Accel, Layer, QemuMachine
-from .vault import Vault, key_store
-from .wipe import secure_erase
+from ..errors import BlankSlateError, DiskFullError, GuestError, ImageError, QemuError, UsageError
+from ..guest import ExecResult, GuestAgent, screen
+from ..images import Image, ImageStore, SnapshotPoint
+from ..progress import Progress, no_progress
+from ..storage import Paths, SessionKey, private_dir, secure_erase
+from ..vm import (
+    Accel,
+    Layer,
+    QemuMachine,
+    allocated_bytes,
+    check_chain,
+    create_overlay,
+    network,
+    virtual_size,
+)
+from .address import address_to_url
 
 log = logging.getLogger(__name__)
 

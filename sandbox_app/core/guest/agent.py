@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import GuestError
+from ..errors import GuestError
 
 MAX_LINE = 64 << 20
 """Longest line we accept: qemu-ga's own JSON token cap; covers a 16 MiB + 16 MiB exec output

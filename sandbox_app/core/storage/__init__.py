@@ -1,0 +1,27 @@
+"""Bytes at rest: where files live, atomic writes, secure erase, keys and encrypted streams.
+
+The lowest layer: it knows nothing of QEMU, guests, images or contexts.
+"""
+
+from .fsutil import atomic_write_bytes, atomic_write_json, fsync_dir
+from .keys import ContextKey, KeyStorage, KeyStore, SessionKey
+from .paths import Paths, private_dir, validate_name
+from .streamcrypt import decrypt_to_fd, encrypt_stream
+from .wipe import erase_tree, secure_erase
+
+__all__ = [
+    "ContextKey",
+    "KeyStorage",
+    "KeyStore",
+    "Paths",
+    "SessionKey",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "decrypt_to_fd",
+    "encrypt_stream",
+    "erase_tree",
+    "fsync_dir",
+    "private_dir",
+    "secure_erase",
+    "validate_name",
+]
