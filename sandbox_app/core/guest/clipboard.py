@@ -16,13 +16,10 @@ timeout, so a guest that stalls costs the user a few seconds and an error, not a
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..errors import BlankSlateError, GuestError, UsageError
-
-if TYPE_CHECKING:  # contexts imports this module: keep it light
-    from ..images import Recipe
-    from .agent import ExecResult, GuestAgent
+from .agent import ExecResult, GuestAgent
 
 MAX_TEXT_BYTES = 1 << 20
 """Longest clipboard text copied either way (UTF-8 bytes)."""
@@ -47,6 +44,17 @@ class ClipboardPolicy(Enum):
     @property
     def from_guest(self) -> bool:
         return self is ClipboardPolicy.BOTH
+
+
+class Recipe(Protocol):
+    """What clipboard copying needs from an image's recipe (``images.Recipe`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def clipboard_set_command(self) -> tuple[str, ...]: ...
+    @property
+    def clipboard_get_command(self) -> tuple[str, ...]: ...
 
 
 class ClipboardRefused(UsageError):

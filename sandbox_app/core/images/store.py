@@ -62,7 +62,7 @@ def recipes_dir() -> Path:
     if env:
         return Path(env)
     for candidate in (
-        Path(__file__).resolve().parents[2] / "vm_images",
+        Path(__file__).resolve().parents[3] / "vm_images",
         Path(sys.prefix) / "share" / "blankslate" / "vm_images",
         Path("/usr/share/blankslate/vm_images"),
     ):

@@ -3,29 +3,25 @@
 Built on ``storage``; knows nothing of what runs inside the guest.
 """
 
+from .accel import probe_kvm
+from .argv import TCG_WARNING, Accel, Layer, MachineSpec, build_argv
 from .disks import allocated_bytes, check_chain, commit_top, create_overlay, virtual_size
-from .machine import (
-    TCG_WARNING,
-    Accel,
-    Layer,
-    MachineSpec,
-    QemuMachine,
-    build_argv,
-    probe_kvm,
-    qemu_version,
-)
+from .machine import QemuLaunchError, QemuMachine
+from .process import find_qemu, qemu_version
 
 __all__ = [
     "TCG_WARNING",
     "Accel",
     "Layer",
     "MachineSpec",
+    "QemuLaunchError",
     "QemuMachine",
     "allocated_bytes",
     "build_argv",
     "check_chain",
     "commit_top",
     "create_overlay",
+    "find_qemu",
     "probe_kvm",
     "qemu_version",
     "virtual_size",

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DiskFullError, ImageError
-from .machine import Layer, _secret_pipe, find_qemu
+from .argv import Layer
+from .process import find_qemu, secret_pipe
 
 # Fast LUKS header: the key is random (full entropy), so key stretching buys nothing.
 _LUKS_OPTS = "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10"
@@ -31,7 +32,7 @@ async def _qemu_img(args: Sequence[str], secret: bytes | None = None,
     for i, value in enumerate([secret] if secret is not None else secrets):
         if value is None:
             continue
-        fd = _secret_pipe(value)
+        fd = secret_pipe(value)
         fds.append(fd)
         argv += ["--object", f"secret,id=sec{i},file=/dev/fd/{fd},format=raw"]
     argv += list(args[1:])

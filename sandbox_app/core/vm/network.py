@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import BlankSlateError
-from .machine import _set_pdeathsig
+from .process import set_pdeathsig
 
 NET_USER = "blankslate-net"
 _NFT_TABLE = "blankslate"
@@ -128,7 +128,7 @@ async def internet(dns: Sequence[str] = ()) -> NetworkBackend:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, pass_fds=[ours.fileno()],
-            preexec_fn=_set_pdeathsig,  # noqa: PLW1509  (started from the event loop thread)
+            preexec_fn=set_pdeathsig,  # noqa: PLW1509  (started from the event loop thread)
         )
     finally:
         ours.close()
