@@ -71,10 +71,10 @@ async def main() -> None:
             kept = await end_after_writing(paths, f"k{mib}", mib, keep=True)
             gone = await end_after_writing(paths, f"d{mib}", mib, keep=False)
             dd, cp = baselines(paths.data, mib)
-            state = store.get(f"k{mib}").manifest().state or {}
+            state = store.get(f"k{mib}").manifest().state
             print(f"{mib:>6} {kept.end_s:>8.2f} {gone.end_s:>10.2f} {dd:>7.2f} {cp:>7.2f} "
                   f"{kept.end_s / cp:>8.2f} {gone.end_s / dd:>11.2f} "
-                  f"{int(state.get('bytes', 0)) / 2**20:>10.1f}", flush=True)
+                  f"{(state.size if state else 0) / 2**20:>10.1f}", flush=True)
 
 
 if __name__ == "__main__":

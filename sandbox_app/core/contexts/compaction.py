@@ -39,14 +39,14 @@ async def compact(context: Context, image: Image, vault: Vault,
         progress(f"{context.name}: compacting disk layers", step / max(steps, 1))
         golden = image.snapshot_dir(manifest.snapshot).disk
         chain = [Layer(image.base), Layer(golden)] + [
-            Layer(context.data_dir / e["file"], vault.unwrap(e["file"], e["key"]))
+            Layer(context.data_dir / e.file, vault.unwrap(e.file, e.key))
             for e in manifest.layers
         ]
         await commit_top(chain)
         top = manifest.layers[-1]
         manifest = dataclasses.replace(manifest, layers=manifest.layers[:-1])
         manifest.save(context.manifest_path)
-        wiped += (await asyncio.to_thread(secure_erase, context.data_dir / top["file"])
+        wiped += (await asyncio.to_thread(secure_erase, context.data_dir / top.file)
                   ).wiped_bytes
     progress(f"{context.name}: compacted", 1.0)
     return wiped

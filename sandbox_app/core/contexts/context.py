@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tomli_w
 
@@ -127,19 +127,36 @@ class Profile:
             raise BlankSlateError(f"context '{name}': profile is corrupt ({exc})") from exc
 
 
-@dataclass
+@dataclass(frozen=True)
+class KeptLayer:
+    """One of the context's own qcow2 files, with its LUKS key wrapped by the context key."""
+
+    file: str
+    key: str
+
+
+@dataclass(frozen=True)
+class KeptState:
+    """The encrypted saved RAM + device state matching the context's top layer."""
+
+    file: str
+    size: int  # bytes of the encrypted file
+
+
+@dataclass(frozen=True)
 class Manifest:
     """``current.json``: the context's snapshot point on top of its image's golden one.
 
-    ``layers`` are the context's own qcow2 files, bottom first, each with its LUKS key
-    wrapped by the context key. ``state`` is the saved RAM state matching the top layer, or
-    None to restore the image's golden state (only valid while ``layers`` is empty).
+    ``layers`` are the context's own qcow2 files, bottom first. ``state`` is the saved RAM
+    state matching the top layer, or None to restore the image's golden state (only valid
+    while ``layers`` is empty). ``load`` is the one reader and ``save`` the one writer of the
+    file: whatever the file holds, ``load`` gives a valid Manifest or a one-line error.
     """
 
     image: str
     snapshot: str = ""  # identity of the image snapshot point the layers sit on
-    layers: list[dict[str, str]] = field(default_factory=list)
-    state: dict[str, Any] | None = None
+    layers: tuple[KeptLayer, ...] = ()
+    state: KeptState | None = None
     generation: int = 0
     kept_at: float | None = None
 
@@ -149,18 +166,54 @@ class Manifest:
             return cls(image=image)
         try:
             d = json.loads(path.read_text())
-            return cls(**d)
-        except (OSError, ValueError, TypeError) as exc:
+            if not isinstance(d, dict):
+                raise TypeError("not an object")
+            layers = d.get("layers", [])
+            state = d.get("state")
+            kept_at = d.get("kept_at")
+            manifest = cls(
+                image=_typed(d.get("image", image), str),
+                snapshot=_typed(d.get("snapshot", ""), str),
+                layers=tuple(KeptLayer(_typed(e["file"], str), _typed(e["key"], str))
+                             for e in _typed(layers, list)),
+                state=None if state is None else KeptState(
+                    _typed(state["file"], str), _typed(state["bytes"], int)),
+                generation=_typed(d.get("generation", 0), int),
+                kept_at=None if kept_at is None else float(_typed(kept_at, (int, float))),
+            )
+            if not all(_FILE_RE.fullmatch(name) for name in manifest.referenced_files()):
+                raise ValueError("a file name that is not a plain name in the context's folder")
+            return manifest
+        except (OSError, ValueError, TypeError, KeyError) as exc:
             raise BlankSlateError(f"context manifest {path} is corrupt") from exc
 
     def save(self, path: Path) -> None:
-        atomic_write_json(path, asdict(self))
+        atomic_write_json(path, {
+            "image": self.image,
+            "snapshot": self.snapshot,
+            "layers": [{"file": e.file, "key": e.key} for e in self.layers],
+            "state": None if self.state is None else {"file": self.state.file,
+                                                      "bytes": self.state.size},
+            "generation": self.generation,
+            "kept_at": self.kept_at,
+        })
 
     def referenced_files(self) -> set[str]:
-        names = {layer["file"] for layer in self.layers}
+        names = {layer.file for layer in self.layers}
         if self.state:
-            names.add(self.state["file"])
+            names.add(self.state.file)
         return names
+
+
+_T = TypeVar("_T")
+_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _typed(value: object, kind: type[_T] | tuple[type, ...]) -> _T:
+    """``value`` if it is of ``kind`` (bool is not an int here), else TypeError."""
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        raise TypeError(f"expected {kind}, got {type(value).__name__}")
+    return value  # type: ignore[return-value]
 
 
 class Context:

@@ -3,12 +3,14 @@ that owns a context's session and its prepared spare overlay.
 """
 
 from .address import address_to_url
+from .overlay import PreparedOverlay, check_context, prepare_overlay
 from .runner import ContextRunner, RunState, accel_warning
-from .session import EndReport, Session, SessionState, check_context, prepare_overlay
+from .session import EndReport, Session, SessionState
 
 __all__ = [
     "ContextRunner",
     "EndReport",
+    "PreparedOverlay",
     "RunState",
     "Session",
     "SessionState",

@@ -22,7 +22,8 @@ from ..images import ImageStore
 from ..progress import Progress, no_progress
 from ..storage import Paths
 from ..vm import Accel
-from .session import EndReport, PreparedOverlay, Session, discard_prepared, prepare_overlay
+from .overlay import PreparedOverlay, discard_prepared, prepare_overlay
+from .session import EndReport, Session
 
 log = logging.getLogger(__name__)
 

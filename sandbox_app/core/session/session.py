@@ -6,6 +6,9 @@
 Every byte the guest writes lands in a fresh LUKS-encrypted qcow2 overlay whose random key
 exists only in this process's memory and in QEMU's (handed over through a pipe). Discard
 kills QEMU, overwrites the overlay's allocated blocks with zeros, unlinks it and drops the key.
+
+One idea, one class, over 400 lines: the session's lifecycle above, with the state guard
+(``_while``) that every public method passes. Its disk is in ``overlay``.
 """
 
 from __future__ import annotations
@@ -13,18 +16,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ..contexts import (
     Context,
     Journal,
+    KeptLayer,
+    KeptState,
     Manifest,
     Network,
     SessionRecord,
@@ -35,22 +43,26 @@ from ..contexts import (
     needs_compaction,
     process_start_time,
 )
-from ..errors import BlankSlateError, DiskFullError, GuestError, ImageError, QemuError, UsageError
+from ..errors import BlankSlateError, DiskFullError, GuestError, QemuError, UsageError
 from ..guest import ExecResult, GuestAgent, screen
 from ..images import Image, ImageStore, SnapshotPoint
 from ..progress import Progress, no_progress
-from ..storage import Paths, SessionKey, private_dir, secure_erase
+from ..storage import Paths, private_dir, secure_erase
 from ..vm import (
     Accel,
     Layer,
     QemuMachine,
     allocated_bytes,
-    check_chain,
-    create_overlay,
     network,
-    virtual_size,
 )
 from .address import address_to_url
+from .overlay import (
+    PreparedOverlay,
+    discard_prepared,
+    golden_point,
+    prepare_overlay,
+    read_only_chain,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +77,22 @@ class SessionState(Enum):
     ENDED = "ended"
 
 
-@dataclass
-class PreparedOverlay:
-    """An encrypted overlay made ahead of time (LUKS formatting takes ~2 s)."""
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_Method = Callable[Concatenate["Session", _P], Coroutine[Any, Any, _R]]
 
-    path: Path
-    key: SessionKey
-    backing: Path
-    empty_bytes: int
-    journal_id: str = ""
+
+def _while(*states: SessionState) -> Callable[[_Method[_P, _R]], _Method[_P, _R]]:
+    """The one place a Session method's allowed states are checked: outside ``states`` it
+    raises GuestError("the session is not running") before doing anything."""
+    def wrap(method: _Method[_P, _R]) -> _Method[_P, _R]:
+        @functools.wraps(method)
+        async def guarded(self: Session, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            if self.state not in states or self.machine is None:
+                raise GuestError("the session is not running")
+            return await method(self, *args, **kwargs)
+        return guarded
+    return wrap
 
 
 @dataclass
@@ -93,76 +112,6 @@ class Timings:
     agent_s: float | None = None  # QEMU start → guest agent answering
     network_s: float | None = None  # QEMU start → this session's lease applied in the guest
     extra: dict[str, float] = field(default_factory=dict)
-
-
-async def prepare_overlay(paths: Paths, context: Context, image: Image,
-                          point: SnapshotPoint) -> PreparedOverlay:
-    """Create the next session's encrypted overlay on top of the context's current chain."""
-    manifest = context.manifest()
-    backing = (context.data_dir / manifest.layers[-1]["file"] if manifest.layers
-               else _golden(image, point, manifest).disk)
-    data = private_dir(context.data_dir)
-    path = data / f"session-{uuid.uuid4().hex}.qcow2"
-    # Journaled before it exists, so a crash never leaves it behind unnoticed.
-    journal = Journal(paths)
-    rec = SessionRecord(id=f"prep-{path.stem[8:20]}", context=context.name,
-                        owner_pid=os.getpid(),
-                        owner_start=process_start_time(os.getpid()) or 0,
-                        runtime_dir="", files=[str(path)])
-    journal.write(rec)
-    key = SessionKey()
-    try:
-        await create_overlay(path, backing, await virtual_size(image.base), key.secret_text())
-    except BaseException:
-        journal.remove(rec.id)
-        raise
-    return PreparedOverlay(path, key, backing, allocated_bytes(path), rec.id)
-
-
-async def discard_prepared(paths: Paths, prepared: PreparedOverlay) -> None:
-    """Erase an overlay that was prepared but never used."""
-    await asyncio.to_thread(secure_erase, prepared.path)
-    prepared.key.drop()
-    Journal(paths).remove(prepared.journal_id)
-
-
-def _golden(image: Image, point: SnapshotPoint, manifest: Manifest) -> SnapshotPoint:
-    """The golden snapshot point a context's layers sit on (an older one after an upgrade)."""
-    if manifest.layers and manifest.snapshot and manifest.snapshot != point.directory.name:
-        return image.snapshot_dir(manifest.snapshot)
-    return point
-
-
-def _chain(context: Context, image: Image, point: SnapshotPoint, manifest: Manifest,
-           vault: Vault | None) -> list[Layer]:
-    """Read-only layers under the session overlay, bottom first, with their keys."""
-    layers = [Layer(image.base), Layer(_golden(image, point, manifest).disk)]
-    for entry in manifest.layers:
-        assert vault is not None
-        layers.append(Layer(context.data_dir / entry["file"],
-                            vault.unwrap(entry["file"], entry["key"])))
-    return layers
-
-
-async def check_context(paths: Paths, context: Context, passphrase: str | None = None) -> int:
-    """Verify a context's chain with ``qemu-img check`` and its saved state's presence.
-
-    Returns the number of layers checked; raises ImageError/AuthError on problems.
-    """
-    manifest = context.manifest()
-    store = ImageStore(paths)
-    image = store.get(manifest.image)
-    vault = None
-    if manifest.layers or key_store(paths).is_protected(context.name):
-        vault = await asyncio.to_thread(Vault.open, paths, context, passphrase)
-    point = image.snapshot_dir(manifest.snapshot) if manifest.snapshot else None
-    if point is None:
-        return 0
-    chain = _chain(context, image, point, manifest, vault)
-    await check_chain(chain)
-    if manifest.state and not (context.data_dir / manifest.state["file"]).exists():
-        raise ImageError(f"context '{context.name}': its saved state is missing")
-    return len(chain)
 
 
 class Session:
@@ -230,7 +179,7 @@ class Session:
             self.vault = await asyncio.to_thread(
                 Vault.open, self.paths, self.context, self._passphrase)
             self.warnings += [self.vault.warning] if self.vault.warning else []
-        golden = _golden(self.image, self.point, m)
+        golden = golden_point(self.image, self.point, m)
         kept_state = m.state if m.state and golden.identity == self.point.identity else None
         if m.state and not kept_state and not cold:
             self.warnings.append("the saved state was made by another QEMU or machine "
@@ -248,7 +197,7 @@ class Session:
         self.journal.write(self._record)
         self.journal.remove(prepared.journal_id)  # adopted: our record covers it now
 
-        layers = [*_chain(self.context, self.image, self.point, m, self.vault),
+        layers = [*read_only_chain(self.context, self.image, self.point, m, self.vault),
                   Layer(prepared.path, prepared.key.secret_text())]
         spec = self.image.machine_spec(self.context.profile.memory_mib)
         template = not cold and kept_state is None
@@ -280,7 +229,7 @@ class Session:
             assert self.vault is not None
             await self.vault.restore_state(
                 lambda fd: machine.restore(fd, template=False),
-                self.context.data_dir / kept_state["file"])
+                self.context.data_dir / kept_state.file)
             self.timings.restore_s = time.monotonic() - t0
         else:
             self.point.verify()
@@ -324,11 +273,11 @@ class Session:
             return
         self.timings.network_s = time.monotonic() - t0
 
+    @_while(SessionState.RUNNING, SessionState.KEEPING)
     async def ready(self) -> GuestAgent:
         """The guest agent, once it answers, the guest clock is set (after a restore) and the
         session's network lease applied (a failed lease is a warning, not an error)."""
-        if self.agent is None or self.state not in (SessionState.RUNNING, SessionState.KEEPING):
-            raise GuestError("the session is not running")
+        assert self.agent is not None
         if self._settling is not None:
             try:
                 await asyncio.shield(self._settling)
@@ -361,6 +310,7 @@ class Session:
                 raise DiskFullError("the disk holding Blank Slate's data is full: "
                                     "the session was paused")
 
+    @_while(SessionState.RUNNING)
     async def open_url(self, text: str, *, wait: bool = True, timeout: float = 60.0) -> str:
         """Open what the user typed (an address, or words to search for) in the guest's
         browser; with ``wait``, until the page has drawn. Returns the URL opened."""
@@ -384,13 +334,14 @@ class Session:
         return url
 
     def _running_machine(self) -> QemuMachine:
-        if self.machine is None or self.state is not SessionState.RUNNING:
-            raise GuestError("the session is not running")
+        assert self.machine is not None  # by @_while
         return self.machine
 
+    @_while(SessionState.RUNNING)
     async def grab_screen(self) -> screen.Frame:
         return await screen.grab(self._running_machine(), self.runtime_dir)
 
+    @_while(SessionState.RUNNING)
     async def screenshot(self, dest: Path) -> None:
         """Save what the guest's screen shows now as a PNG."""
         await screen.save_png(self._running_machine(), self.runtime_dir, dest)
@@ -421,9 +372,10 @@ class Session:
     def _top_backing(self) -> Path:
         m = self.manifest
         if m.layers:
-            return self.context.data_dir / m.layers[-1]["file"]
-        return _golden(self.image, self.point, m).disk
+            return self.context.data_dir / m.layers[-1].file
+        return golden_point(self.image, self.point, m).disk
 
+    @_while(SessionState.RUNNING)
     async def keep(self) -> EndReport:
         """Make this session the context's new snapshot point (disk + RAM), atomically.
 
@@ -433,15 +385,14 @@ class Session:
         with what the session changed, not with the image. On failure the context is
         unchanged, partial files are erased and the guest resumes.
         """
-        if self.machine is None or self.overlay is None or self.state is not SessionState.RUNNING:
-            raise GuestError("the session is not running")
         if self.context.manifest().generation != self.manifest.generation:
             raise BlankSlateError(
                 f"context '{self.context.name}' was kept by another session since this one "
                 "started: this session can only be discarded")
         t0 = time.monotonic()
         self.state = SessionState.KEEPING
-        machine, overlay = self.machine, self.overlay
+        machine, overlay = self._running_machine(), self.overlay
+        assert overlay is not None  # a running session has its overlay
         if self.vault is None:
             self.vault = await asyncio.to_thread(
                 Vault.open, self.paths, self.context, self._passphrase)
@@ -466,11 +417,10 @@ class Session:
         old = self.manifest
         new = Manifest(
             image=self.image.name,
-            snapshot=_golden(self.image, self.point, old).directory.name,
-            layers=[*old.layers, {"file": overlay.path.name,
-                                  "key": vault.wrap(overlay.path.name,
-                                                    overlay.key.secret_text())}],
-            state={"file": state_file.name, "bytes": saved},
+            snapshot=golden_point(self.image, self.point, old).directory.name,
+            layers=(*old.layers, KeptLayer(
+                overlay.path.name, vault.wrap(overlay.path.name, overlay.key.secret_text()))),
+            state=KeptState(state_file.name, saved),
             generation=old.generation + 1,
             kept_at=time.time(),
         )
@@ -522,6 +472,3 @@ class Session:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
         self.journal.remove(self.id)
         return wiped
-
-
-__all__ = ["EndReport", "PreparedOverlay", "QemuError", "Session", "SessionState"]
