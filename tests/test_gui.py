@@ -20,7 +20,7 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 from PySide6.QtCore import QCoreApplication, QEvent, QPoint, Qt
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication, QFrame, QMessageBox, QWidget
+from PySide6.QtWidgets import QApplication, QFrame, QMenu, QMessageBox, QWidget
 
 from sandbox_app.core.contexts import ContextStore, ExitDefault, Network
 from sandbox_app.core.session import RunState
@@ -321,6 +321,58 @@ def test_pyside_keeps_its_references_to_none(qtbot: Any) -> None:
     for _ in range(2000):
         widget.update(0, 0, 1, 1)
     assert sys.getrefcount(None) >= before - 10
+
+
+def test_actions_for_each_run_state() -> None:
+    from sandbox_app.gui.actions import Action, actions_for  # noqa: PLC0415
+
+    assert actions_for(RunState.STOPPED) == {Action.OPEN, Action.QUICK_RESET, Action.REMOVE}
+    assert actions_for(RunState.RUNNING) == {Action.OPEN, Action.QUICK_RESET, Action.STOP}
+    for busy in (RunState.STARTING, RunState.KEEPING, RunState.WIPING):
+        assert actions_for(busy) == set()  # the job under way owns the context
+    assert actions_for(None) == set()  # no context selected
+
+
+def test_launcher_and_tray_enable_what_actions_for_allows(qtbot: Any, paths: Paths) -> None:
+    from sandbox_app.core.contexts import Profile  # noqa: PLC0415
+    from sandbox_app.gui.actions import Action, actions_for  # noqa: PLC0415
+    from sandbox_app.gui.signals import AppSignals  # noqa: PLC0415
+
+    class Views:  # all the views need of the app (gui.protocols.AppState): no controller
+        def __init__(self) -> None:
+            self.signals, self.paths, self.jobs = AppSignals(), paths, asyncbridge.JobRunner()
+            self.now = RunState.STOPPED
+
+        def state(self, name: str) -> RunState:
+            return self.now
+
+        def running(self) -> list[str]:
+            return [] if self.now is RunState.STOPPED else ["c1"]
+
+    ContextStore(paths).create(Profile(name="c1", color="#112233"))
+    app = Views()
+    launcher = LauncherWindow(app, has_tray=True)
+    qtbot.addWidget(launcher)
+    tray = Tray(app)
+    buttons = {"Start / Open": Action.OPEN, "Quick reset": Action.QUICK_RESET,
+               "Stop": Action.STOP, "Remove…": Action.REMOVE}
+    entries = {"Open": Action.OPEN, "Quick reset": Action.QUICK_RESET, "Stop…": Action.STOP}
+    for app.now in RunState:
+        allowed = actions_for(app.now)
+        launcher.refresh()
+        assert launcher.selected() == "c1"
+        assert {label: launcher.buttons[label].isEnabled() for label in buttons} == {
+            label: action in allowed for label, action in buttons.items()}, app.now
+        tray.menu.aboutToShow.emit()
+        menu = next(a.menu() for a in tray.menu.actions() if a.text() == f"c1 — {app.now.value}")
+        assert isinstance(menu, QMenu)
+        assert {a.text(): a.isEnabled() for a in menu.actions()} == {
+            text: action in allowed for text, action in entries.items()}, app.now
+        stop_all = bool(app.running())
+        assert launcher.buttons["Stop all"].isEnabled() is stop_all
+        assert next(a for a in tray.menu.actions()
+                    if a.text() == "Stop all (discard)").isEnabled() is stop_all
+    tray.hide()
 
 
 def test_address_bar_searches_words_and_quick_reset_clears_it(qtbot: Any) -> None:

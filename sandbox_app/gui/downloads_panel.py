@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.guest import GuestFile, sanitize_name
-from .exit_dialog import human_bytes
+from .format import human_bytes
 from .signals import AppSignals
 
 _FILE_ROLE = Qt.ItemDataRole.UserRole

@@ -26,21 +26,13 @@ from PySide6.QtWidgets import (
 )
 
 from .asyncbridge import CANCELLED, Job
+from .format import human_bytes
 
 
 class ExitChoice(Enum):
     KEEP = "keep"
     DISCARD = "discard"
     CANCEL = "cancel"
-
-
-def human_bytes(n: float) -> str:
-    """1536 → '1.5 KiB' (sizes shown to the user)."""
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 class ExitDialog(QDialog):

@@ -25,7 +25,7 @@ from ..core.images import Image, ImageStore
 from ..core.session import ContextRunner, EndReport, Session, accel_warning
 from ..core.storage import Paths
 from .asyncbridge import Job, in_thread
-from .exit_dialog import human_bytes
+from .format import human_bytes
 
 
 async def connect_display(session: Session) -> rfb.RfbClient:

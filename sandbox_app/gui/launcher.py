@@ -8,10 +8,9 @@ lost: closing the launcher then quits (after asking if sessions run) instead of 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QTimer
-from PySide6.QtGui import QCloseEvent, QColor, QIcon, QPixmap
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -29,29 +28,23 @@ from PySide6.QtWidgets import (
 from ..core.contexts import Context, ContextStore, key_store
 from ..core.errors import BlankSlateError
 from ..core.images import ImageStore
-from ..core.session import RunState
 from ..core.vm import TCG_WARNING
+from .actions import Action, actions_for
 from .dialogs import NewContextDialog, ask
-from .exit_dialog import human_bytes
-
-if TYPE_CHECKING:
-    from .app import App
+from .format import human_bytes
+from .protocols import AppState
+from .widgets import swatch
 
 COLUMNS = ["Context", "Image", "State", "Size on disk", "Lock", "Last kept"]
 REFRESH_MS = 5000  # sizes grow while sessions run; cheap to re-read
-
-
-def swatch(color: str, size: int = 14) -> QIcon:
-    """A small square in a context's color (launcher rows, tray entries)."""
-    pix = QPixmap(size, size)
-    pix.fill(QColor(color))
-    return QIcon(pix)
+BUTTON_ACTIONS = {"Start / Open": Action.OPEN, "Quick reset": Action.QUICK_RESET,
+                  "Stop": Action.STOP, "Remove…": Action.REMOVE}
 
 
 class LauncherWindow(QMainWindow):
     """Lists contexts; emits the app's requests for the selected one."""
 
-    def __init__(self, app: App, *, has_tray: bool = True) -> None:
+    def __init__(self, app: AppState, *, has_tray: bool = True) -> None:
         super().__init__()
         self.app = app
         self.has_tray = has_tray
@@ -127,11 +120,9 @@ class LauncherWindow(QMainWindow):
 
     def _update_buttons(self) -> None:
         name = self.selected()
-        state = self.app.state(name) if name else None
-        self.buttons["Start / Open"].setEnabled(state in (RunState.STOPPED, RunState.RUNNING))
-        self.buttons["Quick reset"].setEnabled(state in (RunState.STOPPED, RunState.RUNNING))
-        self.buttons["Stop"].setEnabled(state is RunState.RUNNING)
-        self.buttons["Remove…"].setEnabled(state is RunState.STOPPED)
+        allowed = actions_for(self.app.state(name) if name else None)
+        for label, action in BUTTON_ACTIONS.items():
+            self.buttons[label].setEnabled(action in allowed)
         self.buttons["Stop all"].setEnabled(bool(self.app.running()))
 
     # ------------------------------------------------------------------ contents

@@ -1,4 +1,4 @@
-"""Carries out the session windows' file and clipboard requests (part of the controller).
+"""Carries out the session windows' file and clipboard requests (part of the app side).
 
 Everything here starts from a user action: a button, a shortcut, a drop, an address. The
 clipboard is never watched or synchronised in the background; files copied out are never
@@ -10,14 +10,14 @@ exit dialog can name the downloads that would be lost.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QGuiApplication
 
 from ..core.guest import GuestFile, default_save_dir
-from ..core.session import RunState, Session
-from .asyncbridge import Job
+from ..core.session import ContextRunner, RunState, Session
+from .asyncbridge import Job, JobRunner
 from .dialogs import choose_directory, choose_files
 from .exit_dialog import ExitDialog
 from .jobs import (
@@ -30,18 +30,29 @@ from .jobs import (
     UnsavedDownloadsJob,
 )
 from .session_window import SessionWindow
-
-if TYPE_CHECKING:
-    from .controller import App
+from .signals import AppSignals
 
 EXIT_CHECK_TIMEOUT_S = 5.0
 """How long the exit dialog waits for the guest to list its downloads."""
 
 
+class Sessions(Protocol):
+    """What ``Transfers`` uses of the controller (``controller.App``, which owns it)."""
+
+    signals: AppSignals
+    runners: dict[str, ContextRunner]
+    windows: dict[str, SessionWindow]
+    jobs: JobRunner
+
+    def submit(self, job: Job, progress_title: str | None = None) -> Job:
+        """Run ``job``, its errors shown as dialogs (with a title: a progress dialog)."""
+        ...
+
+
 class Transfers(QObject):
     """Clipboard copies, the Downloads panel, Save to host, Send file and drops."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Sessions) -> None:
         super().__init__()
         self.app = app
         self._saved: dict[str, set[GuestFile]] = {}  # session id → saved or sent files

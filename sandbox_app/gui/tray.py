@@ -8,22 +8,19 @@ icon is never shown and the launcher, which has the same actions, stays the way 
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
 
 from ..core.contexts import ContextStore
 from ..core.errors import BlankSlateError
-from ..core.session import RunState
-from .launcher import swatch
-
-if TYPE_CHECKING:
-    from .app import App
+from .actions import Action, actions_for
+from .protocols import AppState
+from .widgets import swatch
 
 
 class Tray(QObject):
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: AppState) -> None:
         super().__init__()
         self.app = app
         self.icon = QSystemTrayIcon(QApplication.windowIcon())
@@ -50,14 +47,15 @@ class Tray(QObject):
         for ctx in contexts:
             name = ctx.profile.name
             state = self.app.state(name)
+            allowed = actions_for(state)
             sub = self.menu.addMenu(swatch(ctx.profile.color), f"{name} — {state.value}")
             sub.setObjectName(f"tray-{name}")
             sub.addAction("Open", partial(s.open_requested.emit, name)).setEnabled(
-                state in (RunState.STOPPED, RunState.RUNNING))
+                Action.OPEN in allowed)
             sub.addAction("Quick reset", partial(s.quick_reset_requested.emit, name)).setEnabled(
-                state in (RunState.STOPPED, RunState.RUNNING))
+                Action.QUICK_RESET in allowed)
             sub.addAction("Stop…", partial(s.stop_requested.emit, name)).setEnabled(
-                state is RunState.RUNNING)
+                Action.STOP in allowed)
         self.menu.addSeparator()
         self.menu.addAction("Stop all (discard)", s.stop_all_requested.emit).setEnabled(
             bool(self.app.running()))

@@ -1,0 +1,28 @@
+"""Which of a context's actions its state allows: one rule for the launcher and the tray."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from ..core.session import RunState
+
+
+class Action(Enum):
+    """What the user can ask of one context (the views label them their own way)."""
+
+    OPEN = "open"  # start it, or raise its window
+    QUICK_RESET = "quick reset"
+    STOP = "stop"  # keep or discard
+    REMOVE = "remove"
+
+
+def actions_for(state: RunState | None) -> set[Action]:
+    """The actions a context in ``state`` allows (None: no context chosen).
+
+    Nothing while a session starts, keeps or is erased: the job under way owns it.
+    """
+    if state is RunState.STOPPED:
+        return {Action.OPEN, Action.QUICK_RESET, Action.REMOVE}
+    if state is RunState.RUNNING:
+        return {Action.OPEN, Action.QUICK_RESET, Action.STOP}
+    return set()
