@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -31,142 +29,24 @@ import shutil
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BlankSlateError, Cancelled, ImageError, NotFoundError
-from ..guest import agent as agent_mod
+from ..errors import ImageError, NotFoundError
 from ..progress import Progress, no_progress
 from ..storage import Paths, atomic_write_json, fsync_dir, private_dir, validate_name
 from ..vm import (
     Accel,
-    Layer,
     MachineSpec,
-    QemuMachine,
-    create_overlay,
     probe_kvm,
     qemu_version,
-    virtual_size,
 )
+from .recipe import RECIPES, Recipe, recipe_digest, recipes_dir, sha256_file
+from .snapshot import SnapshotPoint, make_snapshot_point
 
 log = logging.getLogger(__name__)
 
-RECIPES = ("tiny", "browser")
 _BASE_FILES = ("vmlinuz", "initrd.img", "root.qcow2")
-
-
-def recipes_dir() -> Path:
-    """Where the image recipes live (source checkout, or BLANKSLATE_RECIPES)."""
-    env = os.environ.get("BLANKSLATE_RECIPES")
-    if env:
-        return Path(env)
-    for candidate in (
-        Path(__file__).resolve().parents[3] / "vm_images",
-        Path(sys.prefix) / "share" / "blankslate" / "vm_images",
-        Path("/usr/share/blankslate/vm_images"),
-    ):
-        if candidate.is_dir():
-            return candidate
-    raise ImageError("image recipes not found (set BLANKSLATE_RECIPES)")
-
-
-def recipe_digest(name: str) -> str:
-    """One hash of everything in a recipe's directory (build.py and the guest files)."""
-    root = recipes_dir() / name
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        h.update(f"{path.relative_to(root)}\0{sha256_file(path)}\0".encode())
-    return h.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _rgb(color: str) -> tuple[int, int, int]:
-    value = int(color.removeprefix("#"), 16)
-    return value >> 16, (value >> 8) & 0xFF, value & 0xFF
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """What a recipe's ``recipe.json`` says about booting its image."""
-
-    name: str
-    append: str
-    memory_mib: int
-    ready_command: str
-    cpus: int = 1
-    display: tuple[int, int] = (1024, 768)
-    open_url_command: tuple[str, ...] = ()
-    # The colour the browser fills its window with while a new page has not painted yet.
-    loading_color: tuple[int, int, int] | None = None
-    downloads_dir: str = "/root/Downloads"
-    clipboard_set_command: tuple[str, ...] = ()  # text on stdin; empty: no clipboard
-    clipboard_get_command: tuple[str, ...] = ()  # text on stdout
-    network_command: str = ""  # (re)applies the network after a restore; empty: none
-
-    @classmethod
-    def load(cls, path: Path) -> Recipe:
-        try:
-            d: dict[str, Any] = json.loads(path.read_text())
-            disp = d.get("display") or {}
-            return cls(
-                name=d["name"],
-                append=d["append"],
-                memory_mib=int(d["memory_mib"]),
-                ready_command=d.get("ready_command", "true"),
-                cpus=int(d.get("cpus", 1)),
-                display=(int(disp.get("width", 1024)), int(disp.get("height", 768))),
-                open_url_command=tuple(d.get("open_url_command", ())),
-                loading_color=_rgb(d["loading_color"]) if d.get("loading_color") else None,
-                downloads_dir=str(d.get("downloads_dir", "/root/Downloads")),
-                clipboard_set_command=tuple(map(str, d.get("clipboard_set_command", ()))),
-                clipboard_get_command=tuple(map(str, d.get("clipboard_get_command", ()))),
-                network_command=str(d.get("network_command", "")),
-            )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ImageError(f"image recipe file {path} is unreadable or corrupt") from exc
-
-
-@dataclass(frozen=True)
-class SnapshotPoint:
-    """A golden (disk, RAM, device state) triple that sessions restore from."""
-
-    directory: Path
-    identity: str
-
-    @property
-    def disk(self) -> Path:
-        return self.directory / "golden.qcow2"
-
-    @property
-    def ram(self) -> Path:
-        return self.directory / "ram.img"
-
-    @property
-    def state(self) -> Path:
-        return self.directory / "state.bin"
-
-    def verify(self) -> None:
-        """Cheap check before each restore: files present, device state checksum right."""
-        try:
-            meta = json.loads((self.directory / "snapshot.json").read_text())
-            if meta["identity"] != self.identity:
-                raise ImageError("snapshot point belongs to another machine configuration")
-            for p in (self.disk, self.ram):
-                if p.stat().st_size != meta["sizes"][p.name]:
-                    raise ImageError(f"snapshot file {p.name} has the wrong size (corrupt)")
-            if sha256_file(self.state) != meta["sha256"]["state.bin"]:
-                raise ImageError("snapshot device state is corrupt (checksum mismatch)")
-        except (OSError, ValueError, KeyError) as exc:
-            raise ImageError(f"snapshot point {self.directory.name} is missing or corrupt") from exc
-
 
 class Image:
     """A built image: the base files plus its snapshot points."""
@@ -378,8 +258,10 @@ class ImageStore:
                 except ImageError as exc:
                     if point.directory.exists():
                         log.warning("rebuilding snapshot point: %s", exc)
-            return await make_snapshot_point(image, point, spec, accel,
-                                             runtime=self.paths.runtime, progress=progress)
+            return await make_snapshot_point(
+                point, spec, accel, base=image.base, name=image.name,
+                ready_command=image.recipe.ready_command, runtime=self.paths.runtime,
+                progress=progress)
 
 
 def is_built(target: Path, name: str) -> bool:
@@ -403,97 +285,3 @@ async def _tail(stream: asyncio.StreamReader | None, keep: int = 20) -> list[str
     return lines
 
 
-async def make_snapshot_point(image: Image, point: SnapshotPoint, spec: MachineSpec,
-                              accel: Accel, *, runtime: Path,
-                              progress: Progress = no_progress) -> SnapshotPoint:
-    """Boot the base image once, wait until it is ready, save (disk, RAM, devices) together.
-
-    Returns the point made: a rebuild goes to a new directory, never over the old one.
-    """
-    if point.directory.exists():  # a rebuild: the old point may still carry kept layers
-        prefix, n = point.directory.name.rsplit("-", 1)
-        point = SnapshotPoint(point.directory.with_name(f"{prefix}-{int(n) + 1}"),
-                              point.identity)
-    work = point.directory.with_name(point.directory.name + ".tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    private_dir(work)
-    run = private_dir(runtime / f"b-{point.directory.name}")
-    golden = work / "golden.qcow2"
-    ram = work / "ram.img"
-    try:
-        await create_overlay(golden, image.base, await virtual_size(image.base), None)
-        with open(ram, "wb") as f:
-            f.truncate(spec.memory_mib << 20)
-        spec = dataclasses.replace(
-            spec, disk=(Layer(image.base), Layer(golden)), ram_file=ram, ram_shared=True
-        )
-        machine = QemuMachine(spec, run, accel)
-        progress(f"{image.name}: booting to make the snapshot point", 0.87)
-        started = time.monotonic()
-        await machine.launch(incoming=False)
-        try:
-            await machine.execute("cont")
-            agent = await _wait_for_agent(machine, timeout=300.0 if accel is Accel.TCG else 60)
-            progress(f"{image.name}: waiting until the guest is ready", 0.92)
-            await _wait_ready(agent, image.recipe.ready_command, timeout=600.0)
-            boot_s = time.monotonic() - started
-            await agent.shell("sync", timeout=60)
-            progress(f"{image.name}: saving the snapshot point", 0.96)
-            with open(work / "state.bin", "wb") as out:
-                await machine.save(out.fileno(), template=True)
-                os.fsync(out.fileno())
-            await agent.close()
-        finally:
-            await machine.shutdown()
-        shutil.rmtree(run, ignore_errors=True)
-        with open(ram, "rb+") as f:
-            os.fsync(f.fileno())
-        # QEMU opens a memory backend's file read-write even for a private (share=off,
-        # copy-on-write) mapping, so ram.img keeps its owner's write bit; sessions never
-        # write to it (tests compare its checksum after sessions).
-        os.chmod(ram, 0o600)
-        for p in (golden, work / "state.bin"):
-            os.chmod(p, 0o444)
-        atomic_write_json(work / "snapshot.json", {
-            "identity": point.identity,
-            "qemu": qemu_version(),
-            "accel": accel.value,
-            "memory_mib": spec.memory_mib,
-            "saved_at": time.time(),
-            "cold_boot_s": round(boot_s, 3),
-            "sizes": {p.name: p.stat().st_size for p in (golden, ram)},
-            "sha256": {"state.bin": sha256_file(work / "state.bin")},
-        })
-        work.rename(point.directory)
-        fsync_dir(point.directory.parent)
-        progress(f"{image.name}: snapshot point ready", 1.0)
-        return point
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(run, ignore_errors=True)
-        raise
-
-
-async def _wait_for_agent(machine: QemuMachine, timeout: float) -> agent_mod.GuestAgent:
-    ga = await agent_mod.GuestAgent.from_socket(machine.take_agent_socket())
-    try:
-        await ga.wait_ready(timeout)
-    except BlankSlateError as exc:
-        await ga.close()
-        raise ImageError(f"the guest did not come up: {exc} ({machine.failure_message()})") \
-            from exc
-    return ga
-
-
-async def _wait_ready(ga: agent_mod.GuestAgent, command: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        res = await ga.shell(command, timeout=60)
-        if res.exit_code == 0:
-            return
-        if time.monotonic() > deadline:
-            raise ImageError("the guest never became ready: " + res.stderr.decode()[-200:])
-        await asyncio.sleep(0.5)
-
-
-__all__ = ["Cancelled", "Image", "ImageStore", "Recipe", "SnapshotPoint"]
