@@ -1,5 +1,7 @@
 """``blankslate``: the command line, a thin shell over ``sandbox_app.core``.
 
+One idea over 400 lines: the parser and one small function a subcommand.
+
 Exit codes: 0 ok, 1 other error, 2 bad usage/name, 3 unknown context/image, 4 QEMU missing or
 failed, 5 image/snapshot missing or corrupt, 6 disk full, 7 wrong passphrase/locked,
 8 guest agent failure, 130 cancelled.

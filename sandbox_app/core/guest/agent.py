@@ -1,5 +1,7 @@
 """Client for the QEMU guest agent (qemu-ga): sync, ping, exec, files, clock.
 
+One idea over 400 lines: one hardened protocol client, its checks kept beside the calls.
+
 The agent speaks JSON, one message a line, over a virtio-serial port. The guest is not
 trusted: whatever arrives on that port is judged, never believed. Hence:
 
