@@ -139,8 +139,8 @@ def test_login_cookie_survives_keep_only(world: World, bs: Bs, user_home: Path) 
 
 QUICK_RESET = textwrap.dedent("""
     import asyncio, json
-    from sandbox_app.core.paths import Paths
-    from sandbox_app.core.runner import ContextRunner
+    from sandbox_app.core.storage import Paths
+    from sandbox_app.core.session import ContextRunner
 
     async def main():
         runner = ContextRunner(Paths.from_env().ensure(), "reset")

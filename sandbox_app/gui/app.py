@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: confirm_quit(app, launcher, latch.release))
         launcher.show()
         app.probe_accel()
+        app.prepare_spares(first=args.open)
         if args.open:
             job = app.open_context(args.open)
             if job is not None and args.url:

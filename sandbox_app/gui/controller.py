@@ -8,6 +8,7 @@ requests; ``App`` runs core coroutines as jobs (``asyncbridge``/``jobs``) and em
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from PySide6.QtCore import QObject, Qt
@@ -50,6 +51,7 @@ class App(QObject):
         self.signals = AppSignals()
         self.jobs = JobRunner()
         self.runners: dict[str, ContextRunner] = {}
+        self._prepare_lock = asyncio.Lock()  # one spare overlay made at a time, app-wide
         self.windows: dict[str, SessionWindow] = {}
         self.displays: dict[str, DisplayJob] = {}
         self.exit_dialogs: dict[str, ExitDialog] = {}
@@ -77,8 +79,19 @@ class App(QObject):
 
     def runner(self, name: str) -> ContextRunner:
         if name not in self.runners:
-            self.runners[name] = ContextRunner(self.paths, name)
+            self.runners[name] = ContextRunner(self.paths, name, prepare_lock=self._prepare_lock)
         return self.runners[name]
+
+    def prepare_spares(self, first: str | None = None) -> None:
+        """Have every context's next overlay made in the background (``first`` first), so
+        that Start only launches QEMU and restores."""
+        try:
+            names = [c.name for c in ContextStore(self.paths).list()]
+        except BlankSlateError as exc:
+            log.warning("no spare overlays: %s", exc)
+            return
+        for name in sorted(names, key=lambda n: n != first):
+            self.runner(name).prepare_spare_soon()
 
     def probe_accel(self) -> Job:
         """Find out (in the background) whether to show the no-KVM warning."""
@@ -299,7 +312,7 @@ class App(QObject):
         """Discard every session (and erase the prepared spare overlays)."""
         for name in list(self.displays):
             self._detach_display(name)
-        job = StopAllJob(list(self.runners.values()))
+        job = StopAllJob(list(self.runners.values()), erase_spares=self.quitting)
         job.ended.connect(self._close_all_windows)
         return self.submit(job, "Securely erasing all sessions…")
 
@@ -312,8 +325,8 @@ class App(QObject):
         if self.state(name) is not RunState.STOPPED:
             self.signals.error.emit(f"“{name}” has a running session: stop it first")
             return None
-        self.runners.pop(name, None)
-        return self.submit(RemoveContextJob(self.paths, name), f"Removing “{name}”…")
+        runner = self.runners.pop(name, None)
+        return self.submit(RemoveContextJob(self.paths, name, runner), f"Removing “{name}”…")
 
     def create_context(self, profile: Profile, passphrase: str) -> None:
         try:
@@ -322,6 +335,8 @@ class App(QObject):
                 key_store(self.paths).create(profile.name, passphrase)
         except BlankSlateError as exc:
             self.signals.error.emit(str(exc))
+        else:
+            self.runner(profile.name).prepare_spare_soon()
         self.signals.changed.emit()
 
     async def shutdown(self) -> None:

@@ -87,18 +87,22 @@ class EndSessionJob(Job):
 
 
 class StopAllJob(Job):
-    """Discard every running session (tray "Stop all", quitting)."""
+    """Discard every running session (tray "Stop all"; quitting also erases the spares)."""
 
-    def __init__(self, runners: list[ContextRunner]) -> None:
+    def __init__(self, runners: list[ContextRunner], *, erase_spares: bool) -> None:
         super().__init__("stop-all")
         self.runners = runners
+        self.erase_spares = erase_spares
 
     async def work(self) -> int:
         errors = 0
         for runner in self.runners:
             self.report(f"securely erasing {runner.name}", None)
             try:
-                await runner.close()  # also erases the spare overlay
+                if self.erase_spares:
+                    await runner.close()
+                elif runner.session is not None:
+                    await runner.stop(keep=False)
             except BlankSlateError:
                 errors += 1
         return errors
@@ -121,12 +125,15 @@ class BuildImageJob(Job):
 class RemoveContextJob(Job):
     """Remove a context: securely erase its data and its key, then its profile."""
 
-    def __init__(self, paths: Paths, name: str) -> None:
+    def __init__(self, paths: Paths, name: str, runner: ContextRunner | None) -> None:
         super().__init__(f"remove-{name}")
         self.paths = paths
         self.context = name
+        self.runner = runner
 
     async def work(self) -> int:
+        if self.runner is not None:
+            await self.runner.close()  # its spare overlay is journaled under the context
         # Another process (say `blankslate run`) may have a session of it open.
         if any(r.context == self.context and r.owner_alive()
                for r in Journal(self.paths).records()):

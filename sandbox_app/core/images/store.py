@@ -240,6 +240,17 @@ class ImageStore:
         fsync_dir(self.root)
         shutil.rmtree(old, ignore_errors=True)
 
+    def ready_snapshot(self, image: Image, accel: Accel,
+                       memory_mib: int | None = None) -> SnapshotPoint | None:
+        """The golden snapshot point for this machine identity if it is made and sound;
+        None (never a build) otherwise."""
+        point = image.snapshot_point(image.machine_spec(memory_mib).identity(accel, qemu_version()))
+        try:
+            point.verify()
+        except ImageError:
+            return None
+        return point
+
     async def ensure_snapshot(self, image: Image, accel: Accel, *, memory_mib: int | None = None,
                               progress: Progress = no_progress,
                               force: bool = False) -> SnapshotPoint:

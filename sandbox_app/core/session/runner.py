@@ -1,9 +1,13 @@
-"""One context's live session, plus a spare overlay so a quick reset takes about a second.
+"""One context's live session, plus a spare overlay so that Start and quick reset are instant.
 
 The desktop app keeps one ``ContextRunner`` per context. Formatting a LUKS overlay costs
-~2 s, so while a session runs the next session's overlay is prepared in the background; a
-quick reset then only kills QEMU, restores the snapshot on the spare overlay and erases the
-old one after the new session is up.
+~2 s, so every context keeps the next session's overlay prepared: made in the background when
+the app starts (one context after another: ``prepare_lock`` is shared by the app's runners),
+kept across a discard (the context's chain is unchanged), remade at once after a keep (the
+spare sat on the old chain) and after a start or quick reset uses it. A Start then only
+launches QEMU and restores the snapshot onto the spare. Spare keys live in memory only; spares
+are journaled, erased on close and by crash recovery like any overlay. Short of disk space,
+no spare is made (a Start makes its own overlay, as without one): never a failure.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Coroutine
 from enum import Enum
@@ -36,12 +41,18 @@ class RunState(Enum):
     WIPING = "wiping"
 
 
+SPARE_MIN_FREE = 512 << 20
+"""No spare overlay is made when the data disk has less free space than this."""
+
+
 class ContextRunner:
     """Start, stop, keep, discard and quick-reset the sessions of one context."""
 
-    def __init__(self, paths: Paths, name: str) -> None:
+    def __init__(self, paths: Paths, name: str, *,
+                 prepare_lock: asyncio.Lock | None = None) -> None:
         self.paths = paths
         self.name = name
+        self._prepare_lock = prepare_lock or asyncio.Lock()
         self.session: Session | None = None
         self.state = RunState.STOPPED
         self.passphrase: str | None = None
@@ -63,7 +74,7 @@ class ContextRunner:
             self.state = RunState.STOPPED
             raise
         self.state = RunState.RUNNING
-        self._prepare_spare_soon()
+        self.prepare_spare_soon()
         return self.session
 
     async def stop(self, keep: bool, progress: Progress = no_progress) -> EndReport:
@@ -71,7 +82,8 @@ class ContextRunner:
         session = self.session
         if session is None:
             raise BlankSlateError(f"context '{self.name}' has no running session")
-        await self._cancel_spare()  # after a keep the spare's backing is stale anyway
+        if keep:
+            await self._cancel_spare()  # it sits on the chain the keep replaces
         self.state = RunState.KEEPING if keep else RunState.WIPING
         progress("keeping changes" if keep else "securely erasing", None)
         try:
@@ -85,6 +97,7 @@ class ContextRunner:
             raise
         self.session = None
         self.state = RunState.STOPPED
+        self.prepare_spare_soon()
         progress("done", 1.0)
         return report
 
@@ -117,20 +130,42 @@ class ContextRunner:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _prepare_spare_soon(self) -> None:
+    @property
+    def spare_ready(self) -> bool:
+        """The next Start has its overlay already (it only launches and restores)."""
+        return self._spare is not None
+
+    def prepare_spare_soon(self) -> None:
+        """Prepare the next session's overlay in the background, unless there is one."""
         if self._spare is None and self._spare_task is None:
-            self._spare_task = asyncio.create_task(self._prepare_spare(),
-                                                   name=f"{self.name}-prepare-overlay")
+            # ensure_future, not create_task: also from a Qt slot outside a running task
+            self._spare_task = asyncio.ensure_future(self._prepare_spare())
+            self._spare_task.set_name(f"{self.name}-prepare-overlay")
 
     async def _prepare_spare(self) -> None:
         try:
-            ctx = ContextStore(self.paths).get(self.name)
-            session = self.session
-            if session is None:
-                return
-            self._spare = await prepare_overlay(self.paths, ctx, session.image, session.point)
-        except BlankSlateError as exc:
-            log.warning("could not prepare the next overlay: %s", exc)
+            async with self._prepare_lock:  # one LUKS format at a time, app-wide
+                if self._spare is not None:
+                    return
+                ctx = ContextStore(self.paths).get(self.name)
+                if self.session is not None:
+                    image, point = self.session.image, self.session.point
+                else:
+                    store = ImageStore(self.paths)
+                    image = store.get(ctx.profile.image)
+                    ready = await asyncio.to_thread(
+                        store.ready_snapshot, image, store.accel_for(image),
+                        ctx.profile.memory_mib)
+                    if ready is None:  # the first Start makes the snapshot point
+                        return
+                    point = ready
+                free = await asyncio.to_thread(os.statvfs, self.paths.data)
+                if free.f_bavail * free.f_frsize < SPARE_MIN_FREE:
+                    log.info("%s: short of disk space, no spare overlay", self.name)
+                    return
+                self._spare = await prepare_overlay(self.paths, ctx, image, point)
+        except (BlankSlateError, OSError) as exc:
+            log.warning("%s: could not prepare the next overlay: %s", self.name, exc)
         finally:
             self._spare_task = None
 

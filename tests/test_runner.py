@@ -1,0 +1,74 @@
+"""The runner keeps every context's next overlay ready: Start only launches and restores."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sandbox_app.core.contexts import ContextStore, Journal, Profile
+from sandbox_app.core.images import ImageStore
+from sandbox_app.core.session import ContextRunner
+from sandbox_app.core.storage import Paths
+
+
+async def _spare(runner: ContextRunner) -> Path:
+    """Wait for the runner's spare overlay (made in the background) and return its path."""
+    for _ in range(600):
+        if runner._spare is not None and runner._spare_task is None:
+            return runner._spare.path
+        await asyncio.sleep(0.05)
+    raise AssertionError("no spare overlay was made")
+
+
+def test_spare_is_ready_before_start_survives_discard_and_is_remade_after_keep(
+        tiny_paths: Paths, tiny_context: str) -> None:
+    async def scenario() -> None:
+        store = ImageStore(tiny_paths)
+        image = store.get("tiny")
+        await store.ensure_snapshot(image, store.accel_for(image))
+        runner = ContextRunner(tiny_paths, tiny_context)
+        # Stopped: the spare is made ahead of the first Start, and the Start uses it.
+        runner.prepare_spare_soon()
+        first = await _spare(runner)
+        session = await runner.start()
+        assert session.overlay is not None and session.overlay.path == first
+        # While it runs, the next one is made; a discard keeps it (same chain).
+        second = await _spare(runner)
+        assert second != first
+        await runner.stop(keep=False)
+        assert not first.exists(), "the discarded session's overlay is erased"
+        assert await _spare(runner) == second and second.exists()
+        # A keep changes the chain: the old spare is erased, a new one sits on the kept layer.
+        session = await runner.start()
+        assert session.overlay is not None and session.overlay.path == second
+        third = await _spare(runner)
+        await runner.stop(keep=True)
+        assert not third.exists(), "a spare on the old chain is erased by the keep"
+        fourth = await _spare(runner)
+        top = ContextStore(tiny_paths).get(tiny_context).manifest().layers[-1].file
+        assert runner._spare is not None and runner._spare.backing.name == top == second.name
+        # Closing (quitting the app) erases it and its journal record.
+        await runner.close()
+        assert not fourth.exists()
+        assert not [r for r in Journal(tiny_paths).records() if r.context == tiny_context]
+
+    asyncio.run(scenario())
+
+
+def test_no_spare_is_made_before_the_snapshot_point_exists(
+        tiny_paths: Paths) -> None:
+    contexts = ContextStore(tiny_paths)
+    for name in ("a1", "a2"):
+        # No snapshot point exists for this memory size yet.
+        contexts.create(Profile(name=name, image="tiny", memory_mib=200))
+
+    async def scenario() -> None:
+        lock = asyncio.Lock()
+        runners = [ContextRunner(tiny_paths, n, prepare_lock=lock) for n in ("a1", "a2")]
+        for r in runners:
+            r.prepare_spare_soon()
+        await asyncio.gather(*(r._spare_task for r in runners if r._spare_task))
+        assert not any(r.spare_ready for r in runners), "no spare without a snapshot point"
+        assert not list((tiny_paths.data / "contexts").glob("*/session-*.qcow2"))
+
+    asyncio.run(scenario())
