@@ -57,7 +57,8 @@ async def _once(paths: Paths, name: str, *, cold: bool, keep: bool = False) -> d
     session = await Session.start(paths, ctx, cold=cold, prepared=prepared)
     try:
         visible = await _page_visible(session, t0, 600.0 if cold else 60.0)
-        result = {"page_s": visible, "running_s": session.timings.restore_s or float("nan"),
+        running = (session.timings.launch_s or 0.0) + (session.timings.restore_s or float("nan"))
+        result = {"page_s": visible, "running_s": running,
                   "overlay_s": prep_s}
         if keep:
             await session.keep()

@@ -9,14 +9,19 @@ emits; the time runs from it to the first frame of the session window that shows
 (the browser's start page: its colour at the four corners; for ``tiny``, any guest pixels).
 Cases, medians of N each:
 
-- ``after launch``: the app just started; Start once its spare overlay is ready.
-- ``after discard``: Stop → Discard → Start again (the spare survives the discard).
-- ``no spare``: the same with the spare thrown away first: what every Start cost before
-  spares were kept for every context (the LUKS overlay made on the critical path).
-- ``kept context``: Start of a context whose session was kept (full saved state restore).
+- ``after launch``: the app just started; Start once its standby QEMU is ready.
+- ``after discard``: Stop → Discard → Start again (the standby is made again at once).
+- ``spare only``: the same with ``standby = "off"``: a prepared overlay, QEMU launched on
+  the click.
+- ``no spare``: the same without the prepared overlay either: what every Start cost before
+  (the LUKS overlay made on the critical path).
+- ``kept context``: Start of a context whose session was kept (full saved state restore),
+  with its standby.
 
-Beside each, the engine's own restore time (QEMU start → guest running) of the same
-session. Also printed: how long the spare takes to make after app launch. Nothing is asserted.
+Beside each, the engine's own times for the same session: QEMU launch (0 when the standby
+had done it) and state restore. Also printed: how long the standby takes to be ready after
+app launch, and what a standby costs while it waits (its QEMU's and passt's RSS, their CPU
+over ``IDLE_S``). Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from sandbox_app.gui.controller import App
 from sandbox_app.gui.launcher import LauncherWindow
 from sandbox_app.gui.tray import Tray
 
+IDLE_S = 5.0
 START_PAGE = 0x1D2B3A  # vm_images/browser/files/start.html's background
 TIMEOUT_S = 600.0
 
@@ -76,11 +82,14 @@ def _page_shown(app: App, name: str, image: str) -> bool:
 
 
 async def _click_to_page(app: App, name: str, image: str) -> dict[str, float]:
+    standby = app.runner(name).standby_ready
     app.signals.open_requested.emit(name)  # what the launcher's Start button emits
     page_s = await _wait(lambda: _page_shown(app, name, image), "the page in the window")
     session = app.runners[name].session
-    restore = session.timings.restore_s if session is not None else None
-    return {"click_to_page_s": page_s, "engine_restore_s": restore or float("nan")}
+    assert session is not None
+    t = session.timings
+    return {"click_to_page_s": page_s, "engine_restore_s": t.restore_s or float("nan"),
+            "launch_on_click_s": 0.0 if standby else (t.launch_s or float("nan"))}
 
 
 async def _stop(app: App, name: str) -> None:
@@ -91,6 +100,39 @@ async def _stop(app: App, name: str) -> None:
 
 async def _spare(app: App, name: str) -> float:
     return await _wait(lambda: app.runner(name).spare_ready, "the spare overlay")
+
+
+async def _standby(app: App, name: str) -> float:
+    return await _wait(lambda: app.runner(name).standby_ready, "the standby QEMU")
+
+
+def _ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _standby_cost(app: App, name: str) -> dict[str, float]:
+    """RSS and CPU of the standby's QEMU and passt while it waits."""
+    standby = app.runner(name)._standby
+    assert standby is not None and standby.machine is not None
+    pids = [standby.machine.pid or 0]
+    if standby.network is not None and standby.network.process is not None:
+        pids.append(standby.network.process.pid)
+    await asyncio.sleep(1.0)
+    before = [_ticks(p) for p in pids]
+    await asyncio.sleep(IDLE_S)
+    hz = os.sysconf("SC_CLK_TCK")
+    cpu = sum(_ticks(p) - b for p, b in zip(pids, before, strict=True)) / hz
+    return {"qemu_rss_mib": _rss_mib(pids[0]),
+            "passt_rss_mib": _rss_mib(pids[1]) if len(pids) > 1 else 0.0,
+            "cpu_percent": 100 * cpu / IDLE_S}
 
 
 async def measure(paths: Paths, image: str, runs: int) -> dict[str, Any]:
@@ -105,26 +147,38 @@ async def measure(paths: Paths, image: str, runs: int) -> dict[str, Any]:
     tray = Tray(app)
     launcher.show()
     cases: dict[str, list[dict[str, float]]] = {
-        "after launch": [], "after discard": [], "no spare": [], "kept context": []}
+        "after launch": [], "after discard": [], "spare only": [], "no spare": [],
+        "kept context": []}
+    settings = paths.config / "app.toml"
     try:
+        settings.write_text('standby = "on"\n')
         app.prepare_spares(first="fresh")
-        spare_after_launch_s = await _spare(app, "fresh")
+        standby_after_launch_s = await _standby(app, "fresh")
+        idle = await _standby_cost(app, "fresh")
         cases["after launch"].append(await _click_to_page(app, "fresh", image))
         await _stop(app, "fresh")
         for _ in range(runs):
-            await _spare(app, "fresh")
+            await _standby(app, "fresh")
             cases["after discard"].append(await _click_to_page(app, "fresh", image))
+            await _stop(app, "fresh")
+        await _standby(app, "fresh")
+        settings.write_text('standby = "off"\n')
+        app.runner("fresh").set_standby(False)
+        for _ in range(runs):
+            await _spare(app, "fresh")
+            cases["spare only"].append(await _click_to_page(app, "fresh", image))
             await _stop(app, "fresh")
         for _ in range(runs):
             await _spare(app, "fresh")
             await app.runner("fresh")._cancel_spare()
             cases["no spare"].append(await _click_to_page(app, "fresh", image))
             await _stop(app, "fresh")
+        settings.write_text('standby = "on"\n')
         await _spare(app, "kept")
         await _click_to_page(app, "kept", image)
         await _stop(app, "kept")  # exit default: keep
         for _ in range(runs):
-            await _spare(app, "kept")
+            await _standby(app, "kept")
             cases["kept context"].append(await _click_to_page(app, "kept", image))
             await _stop(app, "kept")
     finally:
@@ -134,11 +188,13 @@ async def measure(paths: Paths, image: str, runs: int) -> dict[str, Any]:
     return {
         "image": image,
         "runs": runs,
-        "spare_ready_after_launch_s": spare_after_launch_s,
+        "standby_ready_after_launch_s": standby_after_launch_s,
+        "standby_idle": idle,
         "cases": {
             case: {
                 "click_to_page_s": statistics.median(r["click_to_page_s"] for r in rs),
                 "engine_restore_s": statistics.median(r["engine_restore_s"] for r in rs),
+                "launch_on_click_s": statistics.median(r["launch_on_click_s"] for r in rs),
                 "samples": [round(r["click_to_page_s"], 3) for r in rs],
             } for case, rs in cases.items()
         },
@@ -159,12 +215,15 @@ def main() -> int:
         await ImageStore(Paths.from_env().ensure()).build(args.image)  # only if missing
         with bench_home() as paths:
             result = await measure(paths, args.image, args.runs)
-        print(f"{args.image} image, medians of {args.runs} (after launch: 1 run); "
-              f"spare ready {result['spare_ready_after_launch_s']:.2f} s after app launch")
-        print(f"  {'case':<16} {'click → page':>13} {'engine restore':>15}   samples")
+        idle = result["standby_idle"]
+        print(f"{args.image} image, medians of {args.runs} (after launch: 1 run); standby "
+              f"ready {result['standby_ready_after_launch_s']:.2f} s after app launch; while "
+              f"it waits: QEMU {idle['qemu_rss_mib']:.0f} MiB, passt "
+              f"{idle['passt_rss_mib']:.0f} MiB RSS, CPU {idle['cpu_percent']:.1f}%")
+        print(f"  {'case':<14} {'click → page':>13} {'QEMU launch':>12} {'restore':>9}   samples")
         for case, r in result["cases"].items():
-            print(f"  {case:<16} {r['click_to_page_s']:>11.3f} s {r['engine_restore_s']:>13.3f} s"
-                  f"   {r['samples']}")
+            print(f"  {case:<14} {r['click_to_page_s']:>11.3f} s {r['launch_on_click_s']:>10.3f} s"
+                  f" {r['engine_restore_s']:>7.3f} s   {r['samples']}")
         if args.json:
             print(json.dumps(result))
         return 0

@@ -29,8 +29,9 @@ async def _once(paths: Paths, name: str, cold: bool, keep: bool = False) -> tupl
     ctx = ContextStore(paths).get(name)
     s = await Session.start(paths, ctx, cold=cold)
     await s.ready()  # after a restore, the agent answers in the background
-    restore = s.timings.restore_s or float("nan")
-    agent = s.timings.agent_s or float("nan")
+    launch = s.timings.launch_s or 0.0  # QEMU start → waiting for its state
+    restore = launch + (s.timings.restore_s or float("nan"))
+    agent = launch + (s.timings.agent_s or float("nan"))
     if keep:
         t0 = time.monotonic()
         await s.exec("echo kept > /root/kept; sync")

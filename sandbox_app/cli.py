@@ -260,6 +260,7 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
             report = await asyncio.shield(session.discard())
     out = {
         "context": ctx.name,
+        "launch_s": _r(session.timings.launch_s),
         "restore_s": _r(session.timings.restore_s),
         "agent_s": _r(session.timings.agent_s),
         "network_s": _r(session.timings.network_s),

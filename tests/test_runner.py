@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sandbox_app.core.contexts import ContextStore, Journal, Profile
 from sandbox_app.core.images import ImageStore
-from sandbox_app.core.session import ContextRunner
+from sandbox_app.core.session import ContextRunner, Session, SessionState
 from sandbox_app.core.storage import Paths
 
 
@@ -70,5 +70,48 @@ def test_no_spare_is_made_before_the_snapshot_point_exists(
         await asyncio.gather(*(r._spare_task for r in runners if r._spare_task))
         assert not any(r.spare_ready for r in runners), "no spare without a snapshot point"
         assert not list((tiny_paths.data / "contexts").glob("*/session-*.qcow2"))
+
+    asyncio.run(scenario())
+
+
+def test_standby_qemu_waits_for_the_start_and_never_outlives_the_runner(
+        tiny_paths: Paths, tiny_context: str) -> None:
+    (tiny_paths.config / "app.toml").write_text('standby = "on"\n')
+
+    async def standby_ready(runner: ContextRunner) -> Session:
+        for _ in range(600):
+            if runner._standby is not None:
+                return runner._standby
+            await asyncio.sleep(0.05)
+        raise AssertionError("no standby QEMU was launched")
+
+    async def scenario() -> None:
+        store = ImageStore(tiny_paths)
+        image = store.get("tiny")
+        await store.ensure_snapshot(image, store.accel_for(image))
+        runner = ContextRunner(tiny_paths, tiny_context)
+        runner.set_standby(True)
+        standby = await standby_ready(runner)
+        assert standby.machine is not None and standby.machine.launched
+        status = await standby.machine.execute("query-status")
+        assert status["status"] == "inmigrate", "paused, waiting for its state"
+        session = await runner.start()
+        assert session is standby and session.state is SessionState.RUNNING
+        assert (await session.exec("echo up")).stdout == b"up\n"
+        await runner.stop(keep=False)
+        second = await standby_ready(runner)
+        assert second is not standby
+        # A keep makes the standby stale (it sits on the old chain): a new one is made.
+        session = await runner.start()
+        assert session is second
+        await runner.stop(keep=True)
+        third = await standby_ready(runner)
+        assert third.manifest.layers, "the new standby sits on the kept layer"
+        pid = third.machine.pid if third.machine else None
+        runner.set_standby(False)  # e.g. standby turned off, or another context used
+        await runner.close()
+        assert pid is not None and not Path(f"/proc/{pid}").exists()
+        assert not [r for r in Journal(tiny_paths).records() if r.context == tiny_context]
+        assert not list(tiny_paths.runtime.glob("s-*"))
 
     asyncio.run(scenario())

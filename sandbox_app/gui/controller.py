@@ -83,15 +83,27 @@ class App(QObject):
         return self.runners[name]
 
     def prepare_spares(self, first: str | None = None) -> None:
-        """Have every context's next overlay made in the background (``first`` first), so
-        that Start only launches QEMU and restores."""
+        """Have every context's next overlay made in the background (``first`` first, with
+        a standby QEMU: see ``use_standby_for``), so that Start only launches QEMU and
+        restores — or, with the standby, only restores."""
         try:
-            names = [c.name for c in ContextStore(self.paths).list()]
+            names = sorted(c.name for c in ContextStore(self.paths).list())
         except BlankSlateError as exc:
             log.warning("no spare overlays: %s", exc)
             return
+        if not names:
+            return
+        first = first if first in names else names[0]
+        self.use_standby_for(first)
         for name in sorted(names, key=lambda n: n != first):
             self.runner(name).prepare_spare_soon()
+
+    def use_standby_for(self, name: str) -> None:
+        """Keep a paused QEMU ready for ``name``, the most recently used context, only."""
+        for other, runner in self.runners.items():
+            if other != name:
+                runner.set_standby(False)
+        self.runner(name).set_standby(True)
 
     def probe_accel(self) -> Job:
         """Find out (in the background) whether to show the no-KVM warning."""
@@ -188,6 +200,7 @@ class App(QObject):
             runner.passphrase = ask_passphrase(name)
             if runner.passphrase is None:
                 return None
+        self.use_standby_for(name)  # the most recently used context gets the standby
         job = StartSessionJob(runner)
         job.finished.connect(lambda client: self._show_session(name, profile, client))
         job.failed.connect(lambda _m: self._forget_passphrase_on_auth(name))

@@ -21,7 +21,7 @@ from collections.abc import Coroutine
 from enum import Enum
 from typing import Any
 
-from ..contexts import ContextStore
+from ..contexts import Context, ContextStore, key_store
 from ..errors import BlankSlateError
 from ..images import ImageStore
 from ..progress import Progress, no_progress
@@ -29,6 +29,7 @@ from ..storage import Paths
 from ..vm import Accel
 from .overlay import PreparedOverlay, discard_prepared, prepare_overlay
 from .session import EndReport, Session
+from .settings import AppSettings, standby_allowed
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,9 @@ class ContextRunner:
         self.state = RunState.STOPPED
         self.passphrase: str | None = None
         self.last_reset_s: float | None = None
+        self.standby_wanted = False  # the app sets it for its most recently used context
         self._spare: PreparedOverlay | None = None
+        self._standby: Session | None = None  # QEMU launched on the spare, paused
         self._spare_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
 
@@ -67,9 +70,12 @@ class ContextRunner:
         self.state = RunState.STARTING
         try:
             ctx = ContextStore(self.paths).get(self.name)
-            spare = await self._take_spare()
-            self.session = await Session.start(self.paths, ctx, prepared=spare,
-                                               passphrase=self.passphrase, progress=progress)
+            session = await self._take_standby(ctx)
+            if session is None:
+                session = await Session.standby(self.paths, ctx, prepared=await self._take_spare(),
+                                                passphrase=self.passphrase, progress=progress)
+            await session.run(progress)
+            self.session = session
         except BaseException:
             self.state = RunState.STOPPED
             raise
@@ -83,7 +89,7 @@ class ContextRunner:
         if session is None:
             raise BlankSlateError(f"context '{self.name}' has no running session")
         if keep:
-            await self._cancel_spare()  # it sits on the chain the keep replaces
+            await self._cancel_spare()  # spare and standby sit on the chain the keep replaces
         self.state = RunState.KEEPING if keep else RunState.WIPING
         progress("keeping changes" if keep else "securely erasing", None)
         try:
@@ -133,11 +139,28 @@ class ContextRunner:
     @property
     def spare_ready(self) -> bool:
         """The next Start has its overlay already (it only launches and restores)."""
-        return self._spare is not None
+        return self._spare is not None or self.standby_ready
+
+    @property
+    def standby_ready(self) -> bool:
+        """The next Start has its QEMU waiting already (it only loads the state)."""
+        return self._standby is not None
+
+    def set_standby(self, wanted: bool) -> None:
+        """Keep (or stop keeping) a paused QEMU ready for the next Start."""
+        self.standby_wanted = wanted
+        if wanted:
+            self.prepare_spare_soon()
+        elif self._standby is not None:
+            standby, self._standby = self._standby, None
+            self._spawn(standby.discard(), "drop-standby")
+            self.prepare_spare_soon()  # a plain spare instead
 
     def prepare_spare_soon(self) -> None:
-        """Prepare the next session's overlay in the background, unless there is one."""
-        if self._spare is None and self._spare_task is None:
+        """Prepare the next session's overlay (and standby QEMU, if wanted) in the
+        background, unless there is one."""
+        if self._standby is None and self._spare_task is None and (
+                self._spare is None or self.standby_wanted):
             # ensure_future, not create_task: also from a Qt slot outside a running task
             self._spare_task = asyncio.ensure_future(self._prepare_spare())
             self._spare_task.set_name(f"{self.name}-prepare-overlay")
@@ -145,9 +168,10 @@ class ContextRunner:
     async def _prepare_spare(self) -> None:
         try:
             async with self._prepare_lock:  # one LUKS format at a time, app-wide
-                if self._spare is not None:
-                    return
                 ctx = ContextStore(self.paths).get(self.name)
+                if self._spare is not None:
+                    await self._launch_standby(ctx)
+                    return
                 if self.session is not None:
                     image, point = self.session.image, self.session.point
                 else:
@@ -164,10 +188,37 @@ class ContextRunner:
                     log.info("%s: short of disk space, no spare overlay", self.name)
                     return
                 self._spare = await prepare_overlay(self.paths, ctx, image, point)
+                await self._launch_standby(ctx)
         except (BlankSlateError, OSError) as exc:
             log.warning("%s: could not prepare the next overlay: %s", self.name, exc)
         finally:
             self._spare_task = None
+
+    async def _launch_standby(self, ctx: Context) -> None:
+        """Launch QEMU on the spare, paused until a Start gives it its state: when wanted,
+        allowed, not waiting for a passphrase, and with memory to spare."""
+        if not self.standby_wanted or self._spare is None or self._standby is not None:
+            return
+        if self.passphrase is None and key_store(self.paths).is_protected(self.name):
+            return
+        memory = (ctx.profile.memory_mib
+                  or ImageStore(self.paths).get(ctx.profile.image).recipe.memory_mib)
+        if not standby_allowed(AppSettings.load(self.paths), memory):
+            return
+        spare, self._spare = self._spare, None
+        self._standby = await Session.standby(self.paths, ctx, prepared=spare,
+                                              passphrase=self.passphrase)
+
+    async def _take_standby(self, ctx: Context) -> Session | None:
+        """The standby session, if it still is what a Start of ``ctx`` would launch."""
+        if self._spare_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, BlankSlateError):
+                await self._spare_task
+        standby, self._standby = self._standby, None
+        if standby is not None and not standby.matches(ctx):
+            self._spawn(standby.discard(), "drop-stale-standby")
+            return None
+        return standby
 
     async def _take_spare(self) -> PreparedOverlay | None:
         if self._spare_task is not None:
@@ -185,6 +236,9 @@ class ContextRunner:
         if self._spare is not None:
             await discard_prepared(self.paths, self._spare)
             self._spare = None
+        if self._standby is not None:
+            standby, self._standby = self._standby, None
+            await standby.discard()
 
 
 def accel_warning(paths: Paths, image_name: str) -> bool:

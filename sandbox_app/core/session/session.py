@@ -1,7 +1,11 @@
 """A session: one throwaway VM restored from a context's snapshot point.
 
-    restoring ──▶ running ──▶ keeping ───▶ ended
-                     └──────▶ discarding ─▶ ended
+    launching ──▶ standby ──▶ restoring ──▶ running ──▶ keeping ───▶ ended
+                                                └──────▶ discarding ─▶ ended
+
+``start`` goes through all of it; ``standby`` stops at a QEMU launched on the session's disk
+and network, paused and waiting for its saved state, and ``run`` does the rest (the desktop
+app keeps one standby ready, so a Start only loads the state). Every state can be discarded.
 
 Every byte the guest writes lands in a fresh LUKS-encrypted qcow2 overlay whose random key
 exists only in this process's memory and in QEMU's (handed over through a pipe). Discard
@@ -70,6 +74,8 @@ MAX_URL = 64 * 1024  # Firefox takes longer, but an argv through the agent has l
 
 
 class SessionState(Enum):
+    LAUNCHING = "launching"
+    STANDBY = "standby"
     RESTORING = "restoring"
     RUNNING = "running"
     KEEPING = "keeping"
@@ -108,9 +114,10 @@ class EndReport:
 
 @dataclass
 class Timings:
-    restore_s: float | None = None  # QEMU start → guest running from the snapshot
-    agent_s: float | None = None  # QEMU start → guest agent answering
-    network_s: float | None = None  # QEMU start → this session's lease applied in the guest
+    launch_s: float | None = None  # QEMU start → waiting for its state (standby)
+    restore_s: float | None = None  # state load start → guest running from the snapshot
+    agent_s: float | None = None  # state load start → guest agent answering
+    network_s: float | None = None  # state load start → this session's lease applied
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -130,8 +137,10 @@ class Session:
         self.point = point
         self.id = uuid.uuid4().hex[:12]
         self.runtime_dir = paths.runtime / f"s-{self.id}"
-        self.state = SessionState.RESTORING
+        self.state = SessionState.LAUNCHING
         self.timings = Timings()
+        self._cold = False
+        self._kept_state: KeptState | None = None
         self.machine: QemuMachine | None = None
         self.agent: GuestAgent | None = None
         self._settling: asyncio.Task[None] | None = None
@@ -156,6 +165,19 @@ class Session:
 
         A passphrase-protected context needs ``passphrase`` (AuthError otherwise).
         """
+        session = await cls.standby(paths, context, cold=cold, prepared=prepared,
+                                    passphrase=passphrase, progress=progress)
+        await session.run(progress)
+        return session
+
+    @classmethod
+    async def standby(cls, paths: Paths, context: Context, *, cold: bool = False,
+                      prepared: PreparedOverlay | None = None, passphrase: str | None = None,
+                      progress: Progress = no_progress) -> Session:
+        """The first half of ``start``: QEMU launched on the session's disk and network,
+        paused, waiting for its saved state (``-incoming defer``). ``run`` is the rest.
+        A session in standby costs QEMU's own memory (the guest RAM is not touched yet) and
+        no CPU; it is ended like any session (``discard``)."""
         store = ImageStore(paths)
         image = store.get(context.profile.image)
         accel = store.accel_for(image)
@@ -164,14 +186,36 @@ class Session:
         )
         session = cls(paths, context, image, accel, point, passphrase=passphrase)
         try:
-            await session._start(cold, prepared, progress)
+            await session._launch(cold, prepared, progress)
         except BaseException:
             await asyncio.shield(session._cleanup())
             raise
+        session.state = SessionState.STANDBY
         return session
 
-    async def _start(self, cold: bool, prepared: PreparedOverlay | None,
-                     progress: Progress) -> None:
+    @_while(SessionState.STANDBY)
+    async def run(self, progress: Progress = no_progress) -> None:
+        """Load the saved state into the waiting QEMU (or boot it) and let the guest run."""
+        self.state = SessionState.RESTORING
+        try:
+            await self._restore(progress)
+        except BaseException:
+            await asyncio.shield(self._cleanup())
+            self.state = SessionState.ENDED
+            raise
+        self.state = SessionState.RUNNING
+
+    def matches(self, context: Context) -> bool:
+        """This standby session is still what a start of ``context`` would launch: same
+        profile, same kept state (no keep since), its overlay and QEMU still there."""
+        machine = self.machine
+        return (self.state is SessionState.STANDBY and machine is not None
+                and machine.launched and self.overlay is not None
+                and self.overlay.path.exists() and context.profile == self.context.profile
+                and context.manifest() == self.manifest)
+
+    async def _launch(self, cold: bool, prepared: PreparedOverlay | None,
+                      progress: Progress) -> None:
         self.journal.write(self._record)
         private_dir(self.runtime_dir)
         m = self.manifest
@@ -180,11 +224,12 @@ class Session:
                 Vault.open, self.paths, self.context, self._passphrase)
             self.warnings += [self.vault.warning] if self.vault.warning else []
         golden = golden_point(self.image, self.point, m)
-        kept_state = m.state if m.state and golden.identity == self.point.identity else None
-        if m.state and not kept_state and not cold:
+        self._kept_state = m.state if m.state and golden.identity == self.point.identity else None
+        if m.state and not self._kept_state and not cold:
             self.warnings.append("the saved state was made by another QEMU or machine "
                                  "configuration: booting the kept disk instead")
             cold = True
+        self._cold = cold
         if prepared is not None and (not prepared.path.exists()
                                      or prepared.backing != self._top_backing()):
             await discard_prepared(self.paths, prepared)
@@ -200,7 +245,7 @@ class Session:
         layers = [*read_only_chain(self.context, self.image, self.point, m, self.vault),
                   Layer(prepared.path, prepared.key.secret_text())]
         spec = self.image.machine_spec(self.context.profile.memory_mib)
-        template = not cold and kept_state is None
+        template = not cold and self._kept_state is None
         spec = dataclasses.replace(
             spec, disk=tuple(layers), ram_file=self.point.ram if template else None
         )
@@ -211,7 +256,6 @@ class Session:
             self.network = network.no_network()
         spec = dataclasses.replace(spec, netdev=self.network.netdev)
         self.machine = QemuMachine(spec, self.runtime_dir, self.accel)
-        progress("restoring" if not cold else "booting", None)
         t0 = time.monotonic()
         try:
             await self.machine.launch(incoming=not cold, extra_fds=self.network.inherit_fds)
@@ -219,10 +263,15 @@ class Session:
             for fd in self.network.inherit_fds:  # QEMU has its copy now
                 os.close(fd)
             self.network.inherit_fds = []
+        self.timings.launch_s = time.monotonic() - t0
         self._record.qemu_pid = self.machine.pid
         self._record.qemu_start = process_start_time(self.machine.pid or 0)
         self.journal.write(self._record)
-        machine = self.machine
+
+    async def _restore(self, progress: Progress) -> None:
+        machine, cold, kept_state = self._running_machine(), self._cold, self._kept_state
+        progress("restoring" if not cold else "booting", None)
+        t0 = time.monotonic()
         if cold:
             await machine.execute("cont")
         elif kept_state is not None:
@@ -236,7 +285,7 @@ class Session:
             with open(self.point.state, "rb") as f:
                 await machine.restore(f.fileno(), template=True)
             self.timings.restore_s = time.monotonic() - t0
-        self.agent = await GuestAgent.from_socket(self.machine.take_agent_socket())
+        self.agent = await GuestAgent.from_socket(machine.take_agent_socket())
         if cold:
             await self._settle(cold, t0)
         else:
@@ -247,7 +296,6 @@ class Session:
             # Its failure is reported by ready(); a session ended first never asks.
             self._settling.add_done_callback(
                 lambda t: t.cancelled() or t.exception())
-        self.state = SessionState.RUNNING
 
     async def _settle(self, cold: bool, t0: float) -> None:
         assert self.agent is not None
