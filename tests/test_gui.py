@@ -284,7 +284,7 @@ def test_tray_quick_reset_gives_a_session_without_the_old_files(gui: Gui) -> Non
     gui.start()
     gui.guest("t1", "echo old > /root/old; sync")
     first = gui.app.runners["t1"].session
-    wait_until(lambda: gui.app.runners["t1"]._spare is not None, 60)  # overlay prepared
+    wait_until(lambda: gui.app.runners["t1"].spare_ready, 60)  # overlay (or standby) prepared
     gui.tray.menu.aboutToShow.emit()  # what opening the tray menu does
     menu = gui.tray.context_menu("t1")
     assert menu is not None
