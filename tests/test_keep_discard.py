@@ -52,7 +52,8 @@ def test_two_keeps_stack_layers(tiny_context: str, tiny_paths: Paths) -> None:
     assert manifest["generation"] == 2
     names = {p.name for p in (tiny_paths.contexts_data / tiny_context).iterdir()}
     # Only what the manifest references is left: the first keep's RAM state was erased.
-    referenced = {layer["file"] for layer in manifest["layers"]} | {manifest["state"]["file"]}
+    state = manifest["state"]
+    referenced = {layer["file"] for layer in manifest["layers"]} | {state["file"], state["ram"]}
     assert names == referenced | {"current.json"}
 
 

@@ -62,6 +62,8 @@ def _assert_clean_and_valid(paths: Paths, context: str) -> None:
     referenced = {x["file"] for x in manifest["layers"]}
     if manifest["state"]:
         referenced.add(manifest["state"]["file"])
+        if manifest["state"].get("ram"):
+            referenced.add(manifest["state"]["ram"])
     leftovers = {p.name for p in ctx_dir.iterdir()} - referenced - {"current.json"}
     assert leftovers == set(), leftovers
     check = run_cli("context", "check", context)

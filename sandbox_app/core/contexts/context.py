@@ -137,10 +137,25 @@ class KeptLayer:
 
 @dataclass(frozen=True)
 class KeptState:
-    """The encrypted saved RAM + device state matching the context's top layer."""
+    """The encrypted saved state matching the context's top layer.
+
+    With ``ram`` (a delta keep): ``file`` is the device state alone and ``ram`` the pages that
+    differ from the golden ``ram.img`` under the context's layers; both are bound by their
+    ``label`` to this context, snapshot point and file. Without: ``file`` is a full
+    migration stream, RAM and devices (contexts kept before delta keeps; cold-booted sessions).
+    """
 
     file: str
     size: int  # bytes of the encrypted file
+    ram: str | None = None
+    ram_size: int = 0
+
+    def label(self, context: str, snapshot: str, file: str) -> bytes:
+        """What the encrypted ``file`` (one of this state's) is bound to: empty for full
+        migration streams, else context, snapshot point and the file's own (unique) name."""
+        if self.ram is None:
+            return b""
+        return f"blankslate-kept\0{context}\0{snapshot}\0{file}".encode()
 
 
 @dataclass(frozen=True)
@@ -177,7 +192,9 @@ class Manifest:
                 layers=tuple(KeptLayer(_typed(e["file"], str), _typed(e["key"], str))
                              for e in _typed(layers, list)),
                 state=None if state is None else KeptState(
-                    _typed(state["file"], str), _typed(state["bytes"], int)),
+                    _typed(state["file"], str), _typed(state["bytes"], int),
+                    None if state.get("ram") is None else _typed(state["ram"], str),
+                    _typed(state.get("ram_bytes", 0), int)),
                 generation=_typed(d.get("generation", 0), int),
                 kept_at=None if kept_at is None else float(_typed(kept_at, (int, float))),
             )
@@ -192,8 +209,11 @@ class Manifest:
             "image": self.image,
             "snapshot": self.snapshot,
             "layers": [{"file": e.file, "key": e.key} for e in self.layers],
-            "state": None if self.state is None else {"file": self.state.file,
-                                                      "bytes": self.state.size},
+            "state": None if self.state is None else {
+                "file": self.state.file, "bytes": self.state.size,
+                **({"ram": self.state.ram, "ram_bytes": self.state.ram_size}
+                   if self.state.ram is not None else {}),
+            },
             "generation": self.generation,
             "kept_at": self.kept_at,
         })
@@ -202,6 +222,8 @@ class Manifest:
         names = {layer.file for layer in self.layers}
         if self.state:
             names.add(self.state.file)
+            if self.state.ram is not None:
+                names.add(self.state.ram)
         return names
 
 

@@ -12,16 +12,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import AuthError, ImageError
-from ..storage import ContextKey, KeyStore, Paths, decrypt_to_fd, encrypt_stream, private_dir
+from ..storage import (
+    ContextKey,
+    IterReader,
+    KeyStore,
+    Paths,
+    decrypt_chunks,
+    decrypt_to_fd,
+    encrypt_stream,
+    private_dir,
+)
 from .context import Context
 
 FdConsumer = Callable[[int], Awaitable[None]]
@@ -71,7 +81,20 @@ class Vault:
                 f"context '{self.context.name}': layer key does not match the context key"
             ) from exc
 
-    async def save_state(self, machine_save: FdConsumer, dst: Path) -> int:
+    def save(self, pieces: Iterable[bytes], dst: Path, *, label: bytes) -> int:
+        """Encrypt what ``pieces`` yields (a RAM delta, a device state) into ``dst``, bound to
+        ``label``; returns the bytes written."""
+        return encrypt_stream(self._key, io.BufferedReader(IterReader(pieces)), dst, label=label)
+
+    def load(self, src: Path, *, label: bytes) -> Iterator[bytes]:
+        """The plaintext of a file written by ``save``, chunk by chunk, each verified."""
+        if not src.exists():
+            raise ImageError(f"saved state of context '{self.context.name}' is missing "
+                             f"({src.name})")
+        return decrypt_chunks(self._key, src, label)
+
+    async def save_state(self, machine_save: FdConsumer, dst: Path, *,
+                         label: bytes = b"") -> int:
         """Encrypt a migration stream that QEMU writes into a pipe; returns bytes written.
 
         ``machine_save`` is a coroutine function taking the pipe's write fd.
@@ -83,7 +106,7 @@ class Vault:
         def pump() -> None:
             try:
                 with os.fdopen(r, "rb", buffering=0) as src:
-                    result.append(encrypt_stream(self._key, src, dst))
+                    result.append(encrypt_stream(self._key, src, dst, label=label))
             except BaseException as exc:
                 errors.append(exc)
 
@@ -103,7 +126,8 @@ class Vault:
             raise errors[0]
         return result[0]
 
-    async def restore_state(self, machine_restore: FdConsumer, src: Path) -> None:
+    async def restore_state(self, machine_restore: FdConsumer, src: Path, *,
+                            label: bytes = b"") -> None:
         """Decrypt a saved state into a pipe that QEMU reads as its incoming migration."""
         if not src.exists():
             raise ImageError(f"saved state of context '{self.context.name}' is missing")
@@ -112,7 +136,7 @@ class Vault:
 
         def pump() -> None:
             try:
-                decrypt_to_fd(self._key, src, w)
+                decrypt_to_fd(self._key, src, w, label=label)
             except BaseException as exc:
                 errors.append(exc)
             finally:

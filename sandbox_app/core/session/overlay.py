@@ -103,6 +103,7 @@ async def check_context(paths: Paths, context: Context, passphrase: str | None =
         return 0
     chain = read_only_chain(context, image, point, manifest, vault)
     await check_chain(chain)
-    if manifest.state and not (context.data_dir / manifest.state.file).exists():
+    state = manifest.state
+    if state and not all((context.data_dir / f).exists() for f in (state.file, state.ram) if f):
         raise ImageError(f"context '{context.name}': its saved state is missing")
     return len(chain)

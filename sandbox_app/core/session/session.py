@@ -57,6 +57,7 @@ from ..vm import (
     Layer,
     QemuMachine,
     allocated_bytes,
+    guestram,
     network,
 )
 from .address import address_to_url
@@ -141,6 +142,8 @@ class Session:
         self.timings = Timings()
         self._cold = False
         self._kept_state: KeptState | None = None
+        self._ram_file: Path | None = None  # the guest RAM is a private mapping of this
+        self.delta_keep = True  # False: keep saves the full RAM (for comparison benchmarks)
         self.machine: QemuMachine | None = None
         self.agent: GuestAgent | None = None
         self._settling: asyncio.Task[None] | None = None
@@ -245,10 +248,12 @@ class Session:
         layers = [*read_only_chain(self.context, self.image, self.point, m, self.vault),
                   Layer(prepared.path, prepared.key.secret_text())]
         spec = self.image.machine_spec(self.context.profile.memory_mib)
-        template = not cold and self._kept_state is None
-        spec = dataclasses.replace(
-            spec, disk=tuple(layers), ram_file=self.point.ram if template else None
-        )
+        # The guest RAM is a private mapping of the golden ram.img: as it is for a golden
+        # restore, or with a delta keep's pages written over it. Else (a cold boot, a full
+        # saved state) plain RAM.
+        full_state = self._kept_state is not None and self._kept_state.ram is None
+        self._ram_file = None if cold or full_state else golden.ram
+        spec = dataclasses.replace(spec, disk=tuple(layers), ram_file=self._ram_file)
         if self.context.profile.network is Network.INTERNET:
             self.network = await network.internet(self.context.profile.dns)
             self.warnings += self.network.warnings
@@ -276,9 +281,15 @@ class Session:
             await machine.execute("cont")
         elif kept_state is not None:
             assert self.vault is not None
-            await self.vault.restore_state(
-                lambda fd: machine.restore(fd, template=False),
-                self.context.data_dir / kept_state.file)
+            vault, data, snapshot = self.vault, self.context.data_dir, self.manifest.snapshot
+            if kept_state.ram is not None:
+                assert self._ram_file is not None and machine.pid is not None
+                pages = vault.load(data / kept_state.ram, label=kept_state.label(
+                    self.context.name, snapshot, kept_state.ram))
+                await asyncio.to_thread(guestram.write_delta, machine.pid, self._ram_file, pages)
+            await vault.restore_state(
+                lambda fd: machine.restore(fd, template=False), data / kept_state.file,
+                label=kept_state.label(self.context.name, snapshot, kept_state.file))
             self.timings.restore_s = time.monotonic() - t0
         else:
             self.point.verify()
@@ -427,11 +438,14 @@ class Session:
     async def keep(self) -> EndReport:
         """Make this session the context's new snapshot point (disk + RAM), atomically.
 
-        The guest is stopped and its full state saved (encrypted with the context key);
-        the overlay becomes the context's newest layer, its key wrapped by the context key;
-        then ``current.json`` is switched in one rename. Nothing is copied, so the time grows
-        with what the session changed, not with the image. On failure the context is
-        unchanged, partial files are erased and the guest resumes.
+        The guest is stopped and its state saved, encrypted with the context key: its device
+        state, and the RAM pages whose content differs from the golden ``ram.img`` (a delta:
+        see ``vm.guestram``) — or, when the RAM is not a mapping of ram.img (cold boot, full
+        saved state), the whole migration stream. The overlay becomes the context's newest
+        layer, its key wrapped by the context key; then ``current.json`` is switched in one
+        rename. Nothing is copied, so the time grows with what the session changed, not with
+        the image. On failure the context is unchanged, partial files are erased and the
+        guest resumes.
         """
         if self.context.manifest().generation != self.manifest.generation:
             raise BlankSlateError(
@@ -446,16 +460,31 @@ class Session:
                 Vault.open, self.paths, self.context, self._passphrase)
             self.warnings += [self.vault.warning] if self.vault.warning else []
         vault = self.vault
+        ram_base = self._ram_file if self.delta_keep else None
         state_file = self.context.data_dir / f"state-{uuid.uuid4().hex}.enc"
-        self._record.files.append(str(state_file))
+        ram_file = self.context.data_dir / f"ram-{uuid.uuid4().hex}.enc" if ram_base else None
+        written = [state_file, *([ram_file] if ram_file else [])]
+        self._record.files += [str(p) for p in written]
         self.journal.write(self._record)
+        snapshot = golden_point(self.image, self.point, self.manifest).directory.name
+        kept = KeptState(state_file.name, 0, ram_file.name if ram_file else None)
         with contextlib.suppress(BlankSlateError, OSError):
             await (await self.ready()).shell("sync", timeout=30)
         try:
-            saved = await vault.save_state(
-                lambda fd: machine.save(fd, template=False), state_file)
+            if ram_base is not None and ram_file is not None and machine.pid is not None:
+                devices = await machine.save_devices()  # stops the guest
+                kept = dataclasses.replace(kept, size=await asyncio.to_thread(
+                    vault.save, [devices], state_file,
+                    label=kept.label(self.context.name, snapshot, state_file.name)))
+                kept = dataclasses.replace(kept, ram_size=await asyncio.to_thread(
+                    vault.save, guestram.read_delta(machine.pid, ram_base), ram_file,
+                    label=kept.label(self.context.name, snapshot, ram_file.name)))
+            else:
+                kept = dataclasses.replace(kept, size=await vault.save_state(
+                    lambda fd: machine.save(fd, template=False), state_file))
         except BaseException:
-            await asyncio.to_thread(secure_erase, state_file)
+            for p in written:
+                await asyncio.to_thread(secure_erase, p)
             with contextlib.suppress(BlankSlateError):
                 await machine.execute("cont")
             self.state = SessionState.RUNNING
@@ -465,17 +494,18 @@ class Session:
         old = self.manifest
         new = Manifest(
             image=self.image.name,
-            snapshot=golden_point(self.image, self.point, old).directory.name,
+            snapshot=snapshot,
             layers=(*old.layers, KeptLayer(
                 overlay.path.name, vault.wrap(overlay.path.name, overlay.key.secret_text()))),
-            state=KeptState(state_file.name, saved),
+            state=kept,
             generation=old.generation + 1,
             kept_at=time.time(),
         )
         try:
             new.save(self.context.manifest_path)  # the commit point
         except DiskFullError:
-            await asyncio.to_thread(secure_erase, state_file)
+            for p in written:
+                await asyncio.to_thread(secure_erase, p)
             raise
         self.manifest = new
         overlay.key.drop()

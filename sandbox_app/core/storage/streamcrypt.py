@@ -4,12 +4,14 @@ File format::
 
     header  = b"BSENC1\\0\\0" | salt (16 random bytes) | nonce prefix (4 random bytes)
     chunk i = AES-256-GCM(subkey, nonce = prefix || i as 8-byte big-endian,
-                          plaintext = up to 1 MiB, aad = header || i || final flag)
+                          plaintext = up to 1 MiB, aad = header || i || final flag || label)
 
 The subkey is HKDF-SHA256(context key, salt), so every file has its own key and nonces never
 repeat across files whatever the counter. Every chunk but the last holds exactly 1 MiB; the
 last one carries final = 1 (an empty stream is one empty final chunk). So a reordered, swapped,
-dropped, truncated or extended file, or a chunk moved between files, fails to decrypt.
+dropped, truncated or extended file, or a chunk moved between files, fails to decrypt. The
+caller's ``label`` (empty for the first kept states) binds a file to what it is for — a
+context's kept state of one generation — so a file put in another's place fails too.
 
 Decryption is streaming: each chunk is verified before it is released, but a truncated file
 is only detected at its end, after earlier (authentic) chunks went out. Consumers must treat
@@ -21,11 +23,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -57,8 +60,8 @@ def _nonce(prefix: bytes, index: int) -> bytes:
     return prefix + struct.pack(">Q", index)
 
 
-def _aad(header: bytes, index: int, final: bool) -> bytes:
-    return header + struct.pack(">QB", index, final)
+def _aad(header: bytes, index: int, final: bool, label: bytes = b"") -> bytes:
+    return header + struct.pack(">QB", index, final) + label
 
 
 def _grow_pipe(fd: int) -> None:
@@ -89,8 +92,31 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+class IterReader(io.RawIOBase):
+    """A read-only file object over an iterator of byte strings (to encrypt a generator)."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self._pieces = iter(pieces)
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return 0
+            self._buf = piece
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
 def encrypt_stream(key: ContextKey, src: BinaryIO | int, dst: Path,
-                   progress: Progress | None = None, expected_size: int | None = None) -> int:
+                   progress: Progress | None = None, expected_size: int | None = None, *,
+                   label: bytes = b"") -> int:
     """Encrypt everything ``src`` (a binary file object or a readable fd) yields into ``dst``.
 
     Writes ``dst`` atomically (temp file, fsync, rename, fsync of the directory) and returns
@@ -101,7 +127,7 @@ def encrypt_stream(key: ContextKey, src: BinaryIO | int, dst: Path,
     if isinstance(src, int):
         _grow_pipe(src)
         with os.fdopen(src, "rb", buffering=0, closefd=False) as reader:
-            return encrypt_stream(key, reader, dst, progress, expected_size)
+            return encrypt_stream(key, reader, dst, progress, expected_size, label=label)
     with contextlib.suppress(OSError, ValueError, AttributeError):
         _grow_pipe(src.fileno())
     tmp = dst.with_name(f".{dst.name}.tmp")
@@ -122,7 +148,7 @@ def encrypt_stream(key: ContextKey, src: BinaryIO | int, dst: Path,
                 following = _read_full(src, CHUNK) if len(pending) == CHUNK else b""
                 final = not following
                 sealed = aead.encrypt(_nonce(prefix, index), pending,
-                                      _aad(header, index, final))
+                                      _aad(header, index, final, label))
                 _write_all(fd, sealed)
                 written += len(sealed)
                 done += len(pending)
@@ -146,7 +172,7 @@ def encrypt_stream(key: ContextKey, src: BinaryIO | int, dst: Path,
     return written
 
 
-def decrypt_chunks(key: ContextKey, src_path: Path) -> Iterator[bytes]:
+def decrypt_chunks(key: ContextKey, src_path: Path, label: bytes = b"") -> Iterator[bytes]:
     """Yield the plaintext of ``src_path`` chunk by chunk, each verified before it is yielded.
 
     ImageError if the file is corrupt, truncated, tampered with or under another key.
@@ -166,7 +192,8 @@ def decrypt_chunks(key: ContextKey, src_path: Path) -> Iterator[bytes]:
                          if len(sealed) == CHUNK + TAG else b"")
             final = not following
             try:
-                plain = aead.decrypt(_nonce(prefix, index), sealed, _aad(header, index, final))
+                plain = aead.decrypt(_nonce(prefix, index), sealed,
+                                     _aad(header, index, final, label))
             except InvalidTag:
                 raise corrupt from None
             yield plain
@@ -176,7 +203,7 @@ def decrypt_chunks(key: ContextKey, src_path: Path) -> Iterator[bytes]:
 
 
 def decrypt_to_fd(key: ContextKey, src_path: Path, dst_fd: int,
-                  progress: Progress | None = None) -> int:
+                  progress: Progress | None = None, *, label: bytes = b"") -> int:
     """Decrypt ``src_path`` into ``dst_fd`` (e.g. the pipe behind QEMU's ``-incoming fd:N``).
 
     Returns the plaintext bytes written. Does not close ``dst_fd``. If this raises, what was
@@ -185,7 +212,7 @@ def decrypt_to_fd(key: ContextKey, src_path: Path, dst_fd: int,
     _grow_pipe(dst_fd)
     total_in = max(src_path.stat().st_size, 1)
     total = 0
-    for index, chunk in enumerate(decrypt_chunks(key, src_path)):
+    for index, chunk in enumerate(decrypt_chunks(key, src_path, label)):
         _write_all(dst_fd, chunk)
         total += len(chunk)
         if progress is not None:

@@ -3,6 +3,7 @@
 Built on ``storage``; knows nothing of what runs inside the guest.
 """
 
+from . import guestram
 from .accel import probe_kvm
 from .argv import TCG_WARNING, Accel, Layer, MachineSpec, build_argv
 from .disks import allocated_bytes, check_chain, commit_top, create_overlay, virtual_size
@@ -22,6 +23,7 @@ __all__ = [
     "commit_top",
     "create_overlay",
     "find_qemu",
+    "guestram",
     "probe_kvm",
     "qemu_version",
     "virtual_size",

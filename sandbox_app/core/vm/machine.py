@@ -235,6 +235,31 @@ class QemuMachine:
             info = await self.execute("query-migrate")
             raise QemuError(f"saving state failed: {info.get('error-desc', status)}")
 
+    async def save_devices(self) -> bytes:
+        """Stop the guest and return its device state alone (no RAM: see ``guestram``); the
+        stream loads with ``restore``.
+
+        QEMU writes it to a memfd (memory, never disk) it opens as ``/dev/fdset/N``: not a
+        pipe, because QEMU closes an fdset's descriptors only while the guest runs.
+        """
+        await self.execute("stop")
+        memfd = os.memfd_create("blankslate-devices", os.MFD_CLOEXEC)
+        try:
+            writer = os.open(f"/proc/self/fd/{memfd}", os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                self.qmp.send_fd_scm(writer)
+                fdset = (await self.execute("add-fd"))["fdset-id"]
+            finally:
+                os.close(writer)
+            try:
+                await self.execute("xen-save-devices-state",
+                                   {"filename": f"/dev/fdset/{fdset}", "live": False})
+            finally:
+                await self.execute("remove-fd", {"fdset-id": fdset})
+            return os.pread(memfd, os.fstat(memfd).st_size, 0)
+        finally:
+            os.close(memfd)
+
     async def shutdown(self, timeout: float = 5.0) -> None:
         """Ask QEMU to quit (flushing its disks); kill it if it does not."""
         if self.process is None:
