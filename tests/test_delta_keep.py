@@ -12,7 +12,8 @@ from sandbox_app.core.storage import Paths
 
 MiB = 1 << 20
 # RAM the guest fills with random bytes (a tmpfs survives in RAM only: a delta must carry it).
-FILL = ("mkdir -p /run/blob && (grep -q ' /run/blob ' /proc/mounts || mount -t tmpfs blob /run/blob) && "
+FILL = ("mkdir -p /run/blob && "
+        "(grep -q ' /run/blob ' /proc/mounts || mount -t tmpfs blob /run/blob) && "
         "dd if=/dev/urandom of=/run/blob/{name} bs=1M count={mib} 2>/dev/null && "
         "md5sum /run/blob/{name} | cut -d' ' -f1")
 

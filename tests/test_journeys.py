@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 from PySide6.QtGui import QColor, QImage
 from world import World, run_in_host, unprivileged_user
-from world_servers import FILE_BYTES, FILE_NAME, LOGGED_IN, LOGGED_OUT, OTHER_COLOR, SHOP_COLOR
+from world_servers import (
+    FILE_BYTES,
+    FILE_NAME,
+    FORM_COLOR,
+    LOGGED_IN,
+    LOGGED_OUT,
+    OTHER_COLOR,
+    SHOP_COLOR,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.browser, pytest.mark.timeout(1800)]
 
@@ -209,3 +217,25 @@ def test_tls_hellos_never_repeat_across_restored_sessions(world: World, bs: Bs,
     assert shares and len(set(shares)) == len(shares), "a TLS key share repeated"
     print(f"\n{len(randoms)} ClientHellos ({[len(s) for s in per_session]} per session), "
           f"{len(shares)} key shares, all distinct")
+
+
+def test_kept_context_comes_back_on_the_same_page_with_its_form_text(
+        world: World, bs: Bs, user_home: Path) -> None:
+    bs("context", "create", "form", "--image", "browser")
+    text = f"kept {os.getpid()}"
+    before_keep = _shot_dir(user_home) / "form-before.png"
+    report = bs("run", "form", "--headless", "--json", "--on-exit", "keep",
+                "--url", f"http://shop.test/form?text={text.replace(' ', '+')}",
+                "--screenshot", str(before_keep))
+    assert report["on_exit"] == "keep"
+    n = len(world.requests("shop"))
+    after_restore = _shot_dir(user_home) / "form-after.png"
+    bs("run", "form", "--headless", "--json", "--screenshot", str(after_restore))
+    # The same page, text and all, from the kept RAM: nothing was fetched again.
+    assert world.requests("shop")[n:] == []
+    a, b = QImage(str(before_keep)), QImage(str(after_restore))
+    assert not a.isNull() and a.size() == b.size()
+    assert QColor(a.pixel(1200, 700)).name() == FORM_COLOR
+    differing = sum(a.pixel(x, y) != b.pixel(x, y)
+                    for x in range(0, a.width(), 4) for y in range(0, a.height(), 4))
+    assert differing == 0, f"{differing} sampled pixels differ after the restore"

@@ -3,7 +3,8 @@
     python world_servers.py LOGDIR LABEL@ADDR@PORT@KIND ...
 
 KIND ``shop``: a small web shop (``/`` page, ``/login`` sets a cookie, ``/check`` shows
-whether the cookie came back, ``/file.bin`` is a download); ``text``: answers every GET with
+whether the cookie came back, ``/file.bin`` is a download, ``/form?text=T`` a form whose text
+field the page's script fills with T, the way a user types it); ``text``: answers every GET with
 LABEL as plain text; ``tls``: reads a TLS ClientHello, records its random and key shares,
 and hangs up. Every request is one JSON line in ``LOGDIR/requests.jsonl`` (``tls.jsonl``
 for ClientHellos), so tests assert what really reached the server.
@@ -28,6 +29,7 @@ SHOP_COLOR = "#3a7d44"
 OTHER_COLOR = "#7d3a6b"  # the same name, served by the other resolver's address
 LOGGED_IN = "#2255cc"
 LOGGED_OUT = "#cc5522"
+FORM_COLOR = "#d8c040"
 FILE_NAME = "report.bin"
 FILE_BYTES = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(8192))
 
@@ -69,6 +71,12 @@ def handler(label: str, kind: str) -> type[http.server.BaseHTTPRequestHandler]:
                 with _lock:
                     ok = bool(sids & _sessions)
                 body = page(LOGGED_IN if ok else LOGGED_OUT, "in" if ok else "out")
+            elif self.path.startswith("/form"):
+                body = (f"<!doctype html><title>form</title><body style='margin:0;"
+                        f"background:{FORM_COLOR};height:100vh'><input id=t readonly "
+                        "style='font:64px monospace;margin:80px;width:1000px'><script>"
+                        "t.value=new URLSearchParams(location.search).get('text');"
+                        "t.blur()</script></body>").encode()
             elif self.path == "/file.bin":
                 body = FILE_BYTES
                 headers["Content-Type"] = "application/octet-stream"
