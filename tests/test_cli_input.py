@@ -25,7 +25,8 @@ def test_first_start_creates_personal_and_work(home: Path) -> None:
     assert '"personal"' in proc.stdout and '"work"' in proc.stdout
 
 
-@pytest.mark.parametrize("name", ["a/b", "..", "../x", "bad\x07name", "UPPER", "", "x" * 40])
+@pytest.mark.parametrize("name", ["a/b", "..", "../x", "bad\x07name", "UPPER", "", "x" * 40,
+                                  "evil\n"])
 def test_invalid_context_names_are_refused(home: Path, name: str) -> None:
     proc = run_cli("context", "create", name, "--image", "tiny")
     assert proc.returncode == 2

@@ -32,7 +32,7 @@ from ..storage import (
     validate_name,
 )
 
-_COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+_COLOR_RE = re.compile(r"#[0-9a-fA-F]{6}")
 DEFAULT_CONTEXTS = {"personal": "#2e86de", "work": "#e67e22"}
 DEFAULT_IMAGE = "browser"
 # What the address bar does with text that is not an address: a search engine that does not
@@ -87,7 +87,7 @@ class Profile:
     def validate(self) -> Profile:
         validate_name(self.name, "context name")
         validate_name(self.image, "image name")
-        if not _COLOR_RE.match(self.color):
+        if not _COLOR_RE.fullmatch(self.color):
             raise UsageError(f"invalid color '{self.color}': use #RRGGBB")
         if self.memory_mib is not None and not 64 <= self.memory_mib <= 65536:
             raise UsageError("memory must be between 64 and 65536 MiB")

@@ -20,12 +20,12 @@ from ..errors import UsageError
 
 APP = "blankslate"
 _MAX_RUNTIME_LEN = 64  # + "/s-XXXXXXXXXXXX/vnc.sock" stays under the 107-byte socket limit
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # fullmatch: "$" would allow a final \n
 
 
 def validate_name(name: str, what: str = "name") -> str:
     """Return ``name`` if it is a safe identifier (no ``/``, ``..``, control chars…)."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         shown = name.encode("unicode_escape").decode("ascii")[:40]
         raise UsageError(
             f"invalid {what} '{shown}': use 1-32 lowercase letters, digits, '-' or '_', "
