@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from sandbox_app.core.contexts import ContextStore, Journal, Profile
+import pytest
+
+from sandbox_app.core.contexts import ContextStore, Journal, Manifest, Profile, key_store
+from sandbox_app.core.errors import AuthError, DiskFullError
 from sandbox_app.core.images import ImageStore
-from sandbox_app.core.session import ContextRunner, Session, SessionState
+from sandbox_app.core.session import ContextRunner, RunState, Session, SessionState
 from sandbox_app.core.storage import Paths
 
 
@@ -113,5 +116,37 @@ def test_standby_qemu_waits_for_the_start_and_never_outlives_the_runner(
         assert pid is not None and not Path(f"/proc/{pid}").exists()
         assert not [r for r in Journal(tiny_paths).records() if r.context == tiny_context]
         assert not list(tiny_paths.runtime.glob("s-*"))
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_keep_leaves_the_session_running_or_discarded_never_hidden(
+        tiny_paths: Paths, tiny_context: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        runner = ContextRunner(tiny_paths, tiny_context)
+        session = await runner.start()
+        # A passphrase set from the CLI meanwhile: the keep cannot open the vault.
+        key_store(tiny_paths).create(tiny_context, "set meanwhile")
+        with pytest.raises(AuthError):
+            await runner.stop(keep=True)
+        assert runner.state is RunState.RUNNING and runner.session is session
+        assert (await session.exec("echo still here")).stdout == b"still here\n"
+        # A failure after the save (the disk fills as the manifest is switched): discarded.
+        runner.passphrase = session._passphrase = "set meanwhile"
+        session.vault = None
+
+        def full(*_args: object) -> None:
+            raise DiskFullError("disk full")
+
+        monkeypatch.setattr(Manifest, "save", full)
+        overlay = session.overlay.path if session.overlay else None
+        pid = session.machine.pid if session.machine else None
+        with pytest.raises(DiskFullError):
+            await runner.stop(keep=True)
+        assert runner.state is RunState.STOPPED and runner.session is None
+        assert pid is not None and not Path(f"/proc/{pid}").exists()
+        assert overlay is not None and not overlay.exists()
+        assert not [r for r in Journal(tiny_paths).records() if r.context == tiny_context]
+        await runner.close()
 
     asyncio.run(scenario())

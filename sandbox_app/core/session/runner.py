@@ -28,7 +28,7 @@ from ..progress import Progress, no_progress
 from ..storage import Paths
 from ..vm import Accel
 from .overlay import PreparedOverlay, discard_prepared, prepare_overlay
-from .session import EndReport, Session
+from .session import EndReport, Session, SessionState
 from .settings import AppSettings, standby_allowed
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,13 @@ class ContextRunner:
         try:
             report = await (session.keep() if keep else session.discard())
         except BaseException:
-            if session.state.value == "running":
+            # Never a hidden VM: the session runs again (the caller tells the user why), or
+            # it is discarded.
+            if session.state is SessionState.RUNNING:
                 self.state = RunState.RUNNING
                 raise
+            with contextlib.suppress(BlankSlateError, OSError):
+                await asyncio.shield(session.discard())
             self.session = None
             self.state = RunState.STOPPED
             raise

@@ -452,14 +452,14 @@ class Session:
                 f"context '{self.context.name}' was kept by another session since this one "
                 "started: this session can only be discarded")
         t0 = time.monotonic()
-        self.state = SessionState.KEEPING
         machine, overlay = self._running_machine(), self.overlay
         assert overlay is not None  # a running session has its overlay
-        if self.vault is None:
+        if self.vault is None:  # a failure here (say, a passphrase set meanwhile): still running
             self.vault = await asyncio.to_thread(
                 Vault.open, self.paths, self.context, self._passphrase)
             self.warnings += [self.vault.warning] if self.vault.warning else []
         vault = self.vault
+        self.state = SessionState.KEEPING
         ram_base = self._ram_file if self.delta_keep else None
         state_file = self.context.data_dir / f"state-{uuid.uuid4().hex}.enc"
         ram_file = self.context.data_dir / f"ram-{uuid.uuid4().hex}.enc" if ram_base else None
