@@ -125,7 +125,8 @@ async def cmd_context_create(paths: Paths, args: argparse.Namespace) -> int:
 
 async def cmd_context_list(paths: Paths, args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
-    for ctx in ContextStore(paths).list():
+    contexts, broken = ContextStore(paths).scan()
+    for ctx in contexts:
         p = ctx.profile
         m = ctx.manifest()
         rows.append({"name": p.name, "image": p.image, "color": p.color,
@@ -134,10 +135,14 @@ async def cmd_context_list(paths: Paths, args: argparse.Namespace) -> int:
                      "dns": list(p.dns) or "host", "search": p.search,
                      "size_bytes": ctx.size_bytes(),
                      "kept_at": m.kept_at})
+    rows += [{"name": b.name, "broken": b.reason} for b in broken]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
+            if "broken" in r:
+                print(f"{r['name']:<16} BROKEN: {r['broken']}")
+                continue
             print(f"{r['name']:<16} {r['image']:<8} {r['color']}  {r['network']:<8} "
                   f"exit={r['on_exit']:<7} clipboard={r['clipboard']:<13} "
                   f"{r['size_bytes'] / 2**20:.1f} MiB")
@@ -146,7 +151,6 @@ async def cmd_context_list(paths: Paths, args: argparse.Namespace) -> int:
 
 async def cmd_context_remove(paths: Paths, args: argparse.Namespace) -> int:
     store = ContextStore(paths)
-    store.get(args.name)
     if any(r.context == args.name and r.owner_alive() for r in Journal(paths).records()):
         raise UsageError(f"context '{args.name}' has a running session: stop it first")
     wiped = store.remove(args.name)

@@ -41,6 +41,9 @@ BUTTON_ACTIONS = {"Start / Open": Action.OPEN, "Quick reset": Action.QUICK_RESET
                   "Stop": Action.STOP, "Remove…": Action.REMOVE}
 
 
+BROKEN_COLOR = "#888888"
+
+
 class LauncherWindow(QMainWindow):
     """Lists contexts; emits the app's requests for the selected one."""
 
@@ -137,18 +140,24 @@ class LauncherWindow(QMainWindow):
     def refresh(self) -> None:
         keep = self.selected()
         try:
-            contexts = ContextStore(self.app.paths).list()
+            contexts, broken = ContextStore(self.app.paths).scan()
             keys = key_store(self.app.paths)
-            rows = [(c, self._cells(c, keys.is_protected(c.name))) for c in contexts]
+            rows = [(c.profile.color, self._cells(c, keys.is_protected(c.name)), "")
+                    for c in contexts]
         except (BlankSlateError, OSError) as exc:
             self.statusBar().showMessage(str(exc))
             return
+        # A broken context is listed with its reason (it can be removed); the others work.
+        rows += [(BROKEN_COLOR, [b.name, "—", "broken", "—", "—", "—"], b.reason)
+                 for b in broken]
         self.table.setRowCount(len(rows))
-        for r, (ctx, cells) in enumerate(rows):
+        for r, (color, cells, reason) in enumerate(rows):
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if c == 0:
-                    item.setIcon(swatch(ctx.profile.color))
+                    item.setIcon(swatch(color))
+                if reason:
+                    item.setToolTip(reason)
                 self.table.setItem(r, c, item)
         if keep is not None:
             self.select(keep)

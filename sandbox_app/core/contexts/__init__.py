@@ -5,6 +5,7 @@ keys, the crash journal, and compaction of kept layers.
 from .compaction import compact, needs_compaction
 from .context import (
     DEFAULT_SEARCH,
+    Broken,
     Context,
     ContextStore,
     ExitDefault,
@@ -20,6 +21,7 @@ from .vault import Vault, key_store
 
 __all__ = [
     "DEFAULT_SEARCH",
+    "Broken",
     "Context",
     "ContextStore",
     "ExitDefault",

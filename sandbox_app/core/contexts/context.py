@@ -9,6 +9,7 @@ switched atomically, so a context is always either its old or its new state.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import json
 import re
@@ -123,8 +124,10 @@ class Profile:
                 search=str(d.get("search", DEFAULT_SEARCH)),
                 created_at=float(d.get("created_at", 0.0)),
             ).validate()
-        except (ValueError, tomllib.TOMLDecodeError, UnicodeDecodeError, UsageError) as exc:
-            raise BlankSlateError(f"context '{name}': profile is corrupt ({exc})") from exc
+        except (ValueError, TypeError, OverflowError, tomllib.TOMLDecodeError,
+                UnicodeDecodeError, UsageError) as exc:
+            detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            raise BlankSlateError(f"context '{name}': profile is corrupt ({detail})") from exc
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,7 @@ class Manifest:
             if not all(_FILE_RE.fullmatch(name) for name in manifest.referenced_files()):
                 raise ValueError("a file name that is not a plain name in the context's folder")
             return manifest
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
             raise BlankSlateError(f"context manifest {path} is corrupt") from exc
 
     def save(self, path: Path) -> None:
@@ -236,6 +239,14 @@ def _typed(value: object, kind: type[_T] | tuple[type, ...]) -> _T:
     if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise TypeError(f"expected {kind}, got {type(value).__name__}")
     return value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A context whose profile or manifest cannot be read: listed, checkable, removable."""
+
+    name: str
+    reason: str
 
 
 class Context:
@@ -305,17 +316,43 @@ class ContextStore:
             data = path.read_bytes()
         except FileNotFoundError:
             raise NotFoundError(f"unknown context '{name}'") from None
-        return Context(self.paths, Profile.from_toml(name, data))
+        except OSError as exc:
+            raise BlankSlateError(f"context '{name}': cannot read {path}: {exc.strerror}") \
+                from exc
+        try:
+            return Context(self.paths, Profile.from_toml(name, data))
+        except BlankSlateError as exc:
+            raise BlankSlateError(f"{exc}: {path}") from exc
 
     def list(self) -> list[Context]:
+        """The contexts whose profile and manifest read well (see ``scan``)."""
+        return self.scan()[0]
+
+    def scan(self) -> tuple[builtins.list[Context], builtins.list[Broken]]:
+        """Every context: the sound ones, and the broken ones with a one-line reason. One
+        broken context never hides the others."""
         d = self.paths.contexts_config
+        good: builtins.list[Context] = []
+        broken: builtins.list[Broken] = []
         if not d.is_dir():
-            return []
-        return [self.get(p.stem) for p in sorted(d.glob("*.toml"))]
+            return good, broken
+        for path in sorted(d.glob("*.toml")):
+            try:
+                ctx = self.get(path.stem)
+                ctx.manifest()
+            except (BlankSlateError, OSError) as exc:
+                broken.append(Broken(path.stem, str(exc)))
+            else:
+                good.append(ctx)
+        return good, broken
 
     def remove(self, name: str) -> int:
-        """Delete a context: securely erase its data, then its profile. Returns bytes wiped."""
-        ctx = self.get(name)
-        report = erase_tree(ctx.data_dir) if ctx.data_dir.exists() else None
-        self._profile_path(name).unlink()
+        """Delete a context — a broken one too: securely erase its data, then its profile.
+        Returns bytes wiped."""
+        path = self._profile_path(name)
+        if not path.exists():
+            raise NotFoundError(f"unknown context '{name}'")
+        data = self.paths.contexts_data / name
+        report = erase_tree(data) if data.exists() else None
+        path.unlink()
         return report.wiped_bytes if report else 0

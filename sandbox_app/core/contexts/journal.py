@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import BlankSlateError
 from ..storage import Paths, atomic_write_json, private_dir, secure_erase
 from .context import Manifest
 
@@ -96,7 +97,12 @@ class Journal:
                 continue
             # A keep that crashed after its commit point: its files now belong to the context.
             manifest = self.paths.contexts_data / rec.context / "current.json"
-            cleanup_session(rec, Manifest.load(manifest, "").referenced_files())
+            try:
+                referenced: set[str] | None = Manifest.load(manifest, "").referenced_files()
+            except BlankSlateError as exc:  # erase none of its files: they may be its state
+                log.warning("%s: not erasing the session's files", exc)
+                referenced = None
+            cleanup_session(rec, referenced)
             self.remove(rec.id)
             cleaned.append(rec.id)
         if cleaned:
@@ -104,12 +110,17 @@ class Journal:
         live = self.live_files()
         if self.paths.contexts_data.is_dir():
             for ctx_dir in self.paths.contexts_data.iterdir():
-                collect_garbage(ctx_dir, live)
+                try:
+                    collect_garbage(ctx_dir, live)
+                except BlankSlateError as exc:  # a broken context keeps its files
+                    log.info("%s: no clean-up in it", exc)
         return cleaned
 
 
-def cleanup_session(rec: SessionRecord, referenced: set[str]) -> None:
-    """Kill the orphan QEMU (if it is still the same process), erase files, remove dirs."""
+def cleanup_session(rec: SessionRecord, referenced: set[str] | None) -> None:
+    """Kill the orphan QEMU (if it is still the same process), erase the session's files but
+    those its context references (None: its manifest is unreadable, erase none), remove
+    its runtime dir."""
     if rec.qemu_pid and process_start_time(rec.qemu_pid) == rec.qemu_start:
         with contextlib.suppress(ProcessLookupError):
             os.kill(rec.qemu_pid, signal.SIGKILL)
@@ -118,7 +129,7 @@ def cleanup_session(rec: SessionRecord, referenced: set[str]) -> None:
                 break
             time.sleep(0.01)
     for name in rec.files:
-        if Path(name).name not in referenced:
+        if referenced is not None and Path(name).name not in referenced:
             secure_erase(Path(name))
     runtime = Path(rec.runtime_dir) if rec.runtime_dir else None
     if runtime is not None and runtime.is_dir():

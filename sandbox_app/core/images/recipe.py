@@ -96,7 +96,8 @@ class Recipe:
                 clipboard_get_command=tuple(map(str, d.get("clipboard_get_command", ()))),
                 network_command=str(d.get("network_command", "")),
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError,
+                RecursionError) as exc:
             raise ImageError(f"image recipe file {path} is unreadable or corrupt") from exc
 
 
