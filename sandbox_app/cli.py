@@ -28,6 +28,7 @@ from .core.contexts import (
     Journal,
     Network,
     Profile,
+    context_lock,
     key_store,
     parse_dns,
 )
@@ -151,9 +152,10 @@ async def cmd_context_list(paths: Paths, args: argparse.Namespace) -> int:
 
 async def cmd_context_remove(paths: Paths, args: argparse.Namespace) -> int:
     store = ContextStore(paths)
-    if any(r.context == args.name and r.owner_alive() for r in Journal(paths).records()):
-        raise UsageError(f"context '{args.name}' has a running session: stop it first")
-    wiped = store.remove(args.name)
+    with context_lock(paths, args.name):
+        if any(r.context == args.name and r.owner_alive() for r in Journal(paths).records()):
+            raise UsageError(f"context '{args.name}' has a running session: stop it first")
+        wiped = store.remove(args.name)
     key_store(paths).remove(args.name)
     print(f"context '{args.name}' removed ({wiped} bytes securely erased)", file=sys.stderr)
     return 0

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
 
-from sandbox_app.core.contexts import ContextStore, Journal, Manifest, Profile, key_store
+from sandbox_app.core.contexts import (
+    ContextStore,
+    Journal,
+    Manifest,
+    Profile,
+    SessionRecord,
+    key_store,
+    process_start_time,
+    try_context_lock,
+)
 from sandbox_app.core.errors import AuthError, DiskFullError
 from sandbox_app.core.images import ImageStore
 from sandbox_app.core.session import ContextRunner, RunState, Session, SessionState
@@ -150,3 +160,48 @@ def test_a_failed_keep_leaves_the_session_running_or_discarded_never_hidden(
         await runner.close()
 
     asyncio.run(scenario())
+
+
+def test_two_keeps_of_one_context_never_both_commit(tiny_paths: Paths, tiny_context: str) -> None:
+    async def scenario() -> None:
+        ctx = ContextStore(tiny_paths).get(tiny_context)
+        a = await Session.start(tiny_paths, ctx)
+        b = await Session.start(tiny_paths, ctx)
+        await a.exec("echo a > /root/who; sync")
+        await b.exec("echo b > /root/who; sync")
+        results = await asyncio.gather(a.keep(), b.keep(), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        assert len(failed) == 1 and "kept by another session" in str(failed[0])
+        loser = a if a.state is SessionState.RUNNING else b
+        assert loser.state is SessionState.RUNNING, "the loser runs on, to be discarded"
+        await loser.discard()
+        manifest = ctx.manifest()
+        assert manifest.generation == 1
+        assert all((ctx.data_dir / f).exists() for f in manifest.referenced_files())
+        again = await Session.start(tiny_paths, ctx)
+        winner = "b" if loser is a else "a"
+        assert (await again.exec("cat /root/who")).stdout.decode().strip() == winner
+        await again.discard()
+
+    asyncio.run(scenario())
+
+
+def test_clean_up_spares_what_a_keep_is_writing(tiny_paths: Paths, tiny_context: str) -> None:
+    ctx = ContextStore(tiny_paths).get(tiny_context)
+    ctx.data_dir.mkdir(parents=True, exist_ok=True)
+    journal = Journal(tiny_paths)
+    state = ctx.data_dir / "state-123.enc"
+    journal.write(SessionRecord(id="k1", context=tiny_context, owner_pid=os.getpid(),
+                                owner_start=process_start_time(os.getpid()) or 0,
+                                runtime_dir="", files=[str(state)]))
+    partial = ctx.data_dir / ".state-123.enc.tmp"  # what encrypt_stream writes through
+    partial.write_bytes(b"x" * 4096)
+    stray = ctx.data_dir / "state-old.enc"
+    stray.write_bytes(b"y")
+    with try_context_lock(tiny_paths, tiny_context) as locked:  # a keep holds the lock
+        assert locked
+        journal.recover()
+        assert stray.exists(), "clean-up waits while the context is locked"
+    journal.recover()
+    assert partial.exists() and not stray.exists()
+    journal.remove("k1")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from ..core.contexts import ContextStore, Journal, key_store
+from ..core.contexts import ContextStore, Journal, async_context_lock, key_store
 from ..core.errors import BlankSlateError, UsageError
 from ..core.guest import (
     GuestAgent,
@@ -134,12 +134,13 @@ class RemoveContextJob(Job):
     async def work(self) -> int:
         if self.runner is not None:
             await self.runner.close()  # its spare overlay is journaled under the context
-        # Another process (say `blankslate run`) may have a session of it open.
-        if any(r.context == self.context and r.owner_alive()
-               for r in Journal(self.paths).records()):
-            raise UsageError(f"“{self.context}” has a running session: stop it first")
-        self.report(f"securely erasing {self.context}", None)
-        wiped = await in_thread(ContextStore(self.paths).remove, self.context)
+        async with async_context_lock(self.paths, self.context):
+            # Another process (say `blankslate run`) may have a session of it open.
+            if any(r.context == self.context and r.owner_alive()
+                   for r in Journal(self.paths).records()):
+                raise UsageError(f"“{self.context}” has a running session: stop it first")
+            self.report(f"securely erasing {self.context}", None)
+            wiped = await in_thread(ContextStore(self.paths).remove, self.context)
         with contextlib.suppress(BlankSlateError):  # a context without a key is fine
             await in_thread(key_store(self.paths).remove, self.context)
         return wiped

@@ -17,6 +17,7 @@ from .context import (
     parse_dns,
 )
 from .journal import Journal, SessionRecord, collect_garbage, process_start_time
+from .lock import async_context_lock, context_lock, try_context_lock
 from .vault import Vault, key_store
 
 __all__ = [
@@ -33,10 +34,13 @@ __all__ = [
     "Profile",
     "SessionRecord",
     "Vault",
+    "async_context_lock",
     "collect_garbage",
     "compact",
+    "context_lock",
     "key_store",
     "needs_compaction",
     "parse_dns",
     "process_start_time",
+    "try_context_lock",
 ]

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..errors import BlankSlateError
 from ..storage import Paths, atomic_write_json, private_dir, secure_erase
 from .context import Manifest
+from .lock import try_context_lock
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,10 @@ class Journal:
         return out
 
     def live_files(self) -> set[str]:
-        """Base names of files owned by sessions whose process is still alive."""
-        return {Path(f).name for rec in self.records() if rec.owner_alive() for f in rec.files}
+        """Base names of files owned by sessions whose process is still alive, and of the
+        temporary files they are being written through (``.NAME.tmp``)."""
+        names = {Path(f).name for rec in self.records() if rec.owner_alive() for f in rec.files}
+        return names | {f".{n}.tmp" for n in names}
 
     def recover(self) -> list[str]:
         """Clean up after every dead session; returns their ids."""
@@ -111,7 +114,9 @@ class Journal:
         if self.paths.contexts_data.is_dir():
             for ctx_dir in self.paths.contexts_data.iterdir():
                 try:
-                    collect_garbage(ctx_dir, live)
+                    with try_context_lock(self.paths, ctx_dir.name) as locked:
+                        if locked:  # else a keep or a remove is at work in it: next time
+                            collect_garbage(ctx_dir, live)
                 except BlankSlateError as exc:  # a broken context keeps its files
                     log.info("%s: no clean-up in it", exc)
         return cleaned

@@ -41,6 +41,7 @@ from ..contexts import (
     Network,
     SessionRecord,
     Vault,
+    async_context_lock,
     collect_garbage,
     compact,
     key_store,
@@ -187,7 +188,9 @@ class Session:
         point = await store.ensure_snapshot(
             image, accel, memory_mib=context.profile.memory_mib, progress=progress
         )
-        session = cls(paths, context, image, accel, point, passphrase=passphrase)
+        async with async_context_lock(paths, context.name):  # see contexts.lock
+            session = cls(paths, context, image, accel, point, passphrase=passphrase)
+            session.journal.write(session._record)
         try:
             await session._launch(cold, prepared, progress)
         except BaseException:
@@ -436,6 +439,10 @@ class Session:
 
     @_while(SessionState.RUNNING)
     async def keep(self) -> EndReport:
+        async with async_context_lock(self.paths, self.context.name):  # see contexts.lock
+            return await self._keep()
+
+    async def _keep(self) -> EndReport:
         """Make this session the context's new snapshot point (disk + RAM), atomically.
 
         The guest is stopped and its state saved, encrypted with the context key: its device
