@@ -204,3 +204,38 @@ def test_absurd_scrypt_parameters_are_rejected_not_run(tmp_path: Path) -> None:
     path.write_text(json.dumps(rec))
     with pytest.raises(BlankSlateError, match="corrupt"):
         store.unlock("c", "pw")
+
+
+def test_two_data_directories_never_share_a_keyring_entry(tmp_path: Path) -> None:
+    ring = FakeKeyring()
+    first = _store(tmp_path / "one", keyring_backend=ring)
+    second = _store(tmp_path / "two", keyring_backend=ring)
+    a = first.create("personal", None).material()
+    b = second.create("personal", None).material()
+    assert a != b and len(ring.items) == 2
+    assert first.unlock("personal", None).material() == a
+    assert second.unlock("personal", None).material() == b
+    second.remove("personal")
+    assert first.unlock("personal", None).material() == a, "removing one left the other"
+
+
+def test_version_1_keyring_files_still_unlock(tmp_path: Path) -> None:
+    ring = FakeKeyring()
+    store = _store(tmp_path, keyring_backend=ring)
+    raw = store.create("c", None).material()
+    path = tmp_path / "c.key.json"
+    rec = json.loads(path.read_text())
+    (service, account), secret = next(iter(ring.items.items()))
+    assert account == f"c:{rec['id']}"
+    ring.items = {(service, "c"): secret}  # where version 1 kept it: under the bare name
+    path.write_text(json.dumps({k: v for k, v in rec.items() if k != "id"} | {"version": 1}))
+    assert store.unlock("c", None).material() == raw
+
+
+def test_a_key_file_from_a_newer_version_is_refused_in_one_line(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.create("c", "pw")
+    path = tmp_path / "c.key.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"version": 9}))
+    with pytest.raises(BlankSlateError, match="version 9"):
+        store.unlock("c", "pw")

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import uuid
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ SCRYPT_N = 2**17
 SCRYPT_R = 8
 SCRYPT_P = 1
 _KEYRING_SERVICE = "blankslate"
+
+
+_VERSIONS = (1, 2)  # key file versions this code reads; it writes the last
 
 
 class _Key:
@@ -167,7 +171,7 @@ class KeyStore:
                 raise AuthError(f"wrong passphrase for context '{context}'") from None
             return ContextKey(raw)
         if storage is KeyStorage.KEYRING:
-            secret = self._keyring_get(context)
+            secret = self._keyring_get(context, self._account(context, rec))
             if secret is None:
                 raise AuthError(f"the key of context '{context}' is missing from the keyring")
             return self._decode_key(context, secret)
@@ -185,8 +189,9 @@ class KeyStore:
     def remove(self, context: str) -> None:
         """Forget the context's key: keyring entry deleted, key file securely erased."""
         with contextlib.suppress(BlankSlateError):
-            if self.storage(context) is KeyStorage.KEYRING:
-                self._keyring_delete(context)
+            rec = self._load(context)
+            if self._storage_of(context, rec) is KeyStorage.KEYRING:
+                self._keyring_delete(self._account(context, rec))
         secure_erase(self._tmp_path(context))
         secure_erase(self._path(context))
 
@@ -212,7 +217,18 @@ class KeyStore:
             raise self._corrupt(context) from exc
         if not isinstance(data, dict):
             raise self._corrupt(context)
+        if data.get("version") not in _VERSIONS:
+            raise BlankSlateError(f"the key file of context '{context}' has version "
+                                  f"{data.get('version')!r}, which this Blank Slate cannot read "
+                                  f"(it reads {', '.join(map(str, _VERSIONS))})")
         return data
+
+    @staticmethod
+    def _account(context: str, rec: dict[str, Any]) -> str:
+        """The key's keyring entry: unique to this key file (two data directories with a
+        context of the same name never share one). Version 1 files used the bare name."""
+        key_id = rec.get("id")
+        return f"{context}:{key_id}" if isinstance(key_id, str) and key_id else context
 
     def _storage_of(self, context: str, rec: dict[str, Any]) -> KeyStorage:
         try:
@@ -235,8 +251,9 @@ class KeyStore:
 
     def _store(self, context: str, key: ContextKey, passphrase: str | None) -> None:
         self.last_warning = None
-        previous = self.storage(context) if self.exists(context) else None
-        rec: dict[str, Any] = {"version": 1, "context": context}
+        old = self._load(context) if self.exists(context) else None
+        previous = self._storage_of(context, old) if old is not None else None
+        rec: dict[str, Any] = {"version": 2, "context": context, "id": uuid.uuid4().hex}
         if passphrase:
             salt, nonce = os.urandom(16), os.urandom(12)
             kek = _derive(passphrase, salt, self._scrypt)
@@ -244,7 +261,7 @@ class KeyStore:
             rec |= {"storage": KeyStorage.PASSPHRASE.value, "cipher": "aes-256-gcm",
                     "scrypt": self._scrypt, "salt": _b64(salt), "nonce": _b64(nonce),
                     "wrapped": _b64(wrapped)}
-        elif self._keyring_set(context, _b64(key.material())):
+        elif self._keyring_set(self._account(context, rec), _b64(key.material())):
             rec |= {"storage": KeyStorage.KEYRING.value}
         else:
             self.last_warning = (
@@ -254,8 +271,8 @@ class KeyStore:
             rec |= {"storage": KeyStorage.FILE.value, "key": _b64(key.material())}
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._replace(context, rec)
-        if previous is KeyStorage.KEYRING and rec["storage"] != KeyStorage.KEYRING.value:
-            self._keyring_delete(context)
+        if previous is KeyStorage.KEYRING and old is not None:  # the new one has a new id
+            self._keyring_delete(self._account(context, old))
 
     def _replace(self, context: str, rec: dict[str, Any]) -> None:
         """Write the key file atomically, then zero the blocks of the one it replaced.
@@ -294,34 +311,34 @@ class KeyStore:
         candidates = list(getattr(backend, "backends", None) or [backend])  # unwrap chainer
         return next((b for b in candidates if _real_keyring(b)), None)
 
-    def _keyring_set(self, context: str, secret: str) -> bool:
+    def _keyring_set(self, account: str, secret: str) -> bool:
         backend = self._backend()
         if backend is None:
             return False
         try:
-            backend.set_password(_KEYRING_SERVICE, context, secret)
+            backend.set_password(_KEYRING_SERVICE, account, secret)
         except Exception as exc:
-            log.info("keyring refused the key of context %r: %s", context, type(exc).__name__)
+            log.info("keyring refused the key %r: %s", account, type(exc).__name__)
             return False
         return True
 
-    def _keyring_get(self, context: str) -> str | None:
+    def _keyring_get(self, context: str, account: str) -> str | None:
         backend = self._backend()
         if backend is None:
             raise AuthError(f"the key of context '{context}' is in the OS keyring, which is "
                             "not available now")
         try:
-            secret: str | None = backend.get_password(_KEYRING_SERVICE, context)
+            secret: str | None = backend.get_password(_KEYRING_SERVICE, account)
         except Exception as exc:
             raise AuthError(f"could not read the key of context '{context}' from the OS "
                             f"keyring ({type(exc).__name__})") from None
         return secret
 
-    def _keyring_delete(self, context: str) -> None:
+    def _keyring_delete(self, account: str) -> None:
         backend = self._backend()
         if backend is not None:
             with contextlib.suppress(Exception):
-                backend.delete_password(_KEYRING_SERVICE, context)
+                backend.delete_password(_KEYRING_SERVICE, account)
 
 
 def _real_keyring(backend: Any) -> bool:
