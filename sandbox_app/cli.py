@@ -184,6 +184,8 @@ async def cmd_context_passphrase(paths: Paths, args: argparse.Namespace) -> int:
     store = key_store(paths)
     old = _passphrase_for(paths, ctx.name, args)
     new = _read_secret(args, "New passphrase (empty: none): ") or None
+    if new and not args.passphrase_stdin and getpass.getpass("Repeat it: ") != new:
+        raise UsageError("the two passphrases differ: nothing changed")
     if store.exists(ctx.name):
         store.change_passphrase(ctx.name, old, new)
     else:

@@ -400,3 +400,22 @@ def test_address_bar_searches_words_and_quick_reset_clears_it(qtbot: Any) -> Non
     assert opened == ["https://s.example/?q=red+shoes", "https://example.org"]
     window.replace_client(client)  # type: ignore[arg-type]
     assert window.address.text() == ""
+
+
+def test_new_context_passphrase_must_be_typed_twice(qtbot: Any) -> None:
+    from PySide6.QtWidgets import QDialog  # noqa: PLC0415
+
+    from sandbox_app.gui.dialogs import NewContextDialog  # noqa: PLC0415
+
+    dialog = NewContextDialog(["tiny"])
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.name.setText("secret")
+    dialog.passphrase.setText("correct horse")
+    dialog.passphrase_again.setText("correct hrose")
+    dialog.accept()
+    assert dialog.result() != QDialog.DialogCode.Accepted and dialog.isVisible()
+    assert "differ" in dialog.mismatch.text()
+    dialog.passphrase_again.setText("correct horse")
+    dialog.accept()
+    assert dialog.result() == QDialog.DialogCode.Accepted

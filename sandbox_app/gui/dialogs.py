@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QInputDialog,
+    QLabel,
     QLineEdit,
     QMessageBox,
     QPushButton,
@@ -69,17 +70,31 @@ class NewContextDialog(QDialog):
         self.passphrase.setPlaceholderText(
             "optional: asked at each start" if passphrase_supported else "not available")
         self.passphrase.setEnabled(passphrase_supported)
+        self.passphrase_again = QLineEdit()  # a typo would lock the context for good
+        self.passphrase_again.setObjectName("passphraseAgain")
+        self.passphrase_again.setEchoMode(QLineEdit.EchoMode.Password)
+        self.passphrase_again.setEnabled(passphrase_supported)
+        self.mismatch = QLabel("")
+        self.mismatch.setObjectName("passphraseMismatch")
         for label, widget in (("Name", self.name), ("Frame color", self.color_button),
                               ("Image", self.image), ("Memory", self.memory),
                               ("Network", self.network), ("Clipboard", self.clipboard),
                               ("When a session ends", self.on_exit),
-                              ("Passphrase", self.passphrase)):
+                              ("Passphrase", self.passphrase),
+                              ("Repeat passphrase", self.passphrase_again), ("", self.mismatch)):
             form.addRow(label, widget)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+
+    def accept(self) -> None:
+        if self.passphrase.text() != self.passphrase_again.text():
+            self.mismatch.setText("The two passphrases differ.")
+            self.passphrase_again.setFocus()
+            return
+        super().accept()
 
     def _pick_color(self) -> None:
         c = QColorDialog.getColor(QColor(self.color), self, "Frame color")
