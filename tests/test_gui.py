@@ -342,9 +342,13 @@ def test_launcher_and_tray_enable_what_actions_for_allows(qtbot: Any, paths: Pat
         def __init__(self) -> None:
             self.signals, self.paths, self.jobs = AppSignals(), paths, asyncbridge.JobRunner()
             self.now = RunState.STOPPED
+            self.warned: list[str] = []
 
         def state(self, name: str) -> RunState:
             return self.now
+
+        def warnings(self, name: str) -> list[str]:
+            return self.warned
 
         def running(self) -> list[str]:
             return [] if self.now is RunState.STOPPED else ["c1"]
@@ -419,3 +423,18 @@ def test_new_context_passphrase_must_be_typed_twice(qtbot: Any) -> None:
     dialog.passphrase_again.setText("correct horse")
     dialog.accept()
     assert dialog.result() == QDialog.DialogCode.Accepted
+
+
+def test_session_warnings_show_in_the_window_and_the_launcher(gui: Gui) -> None:
+    gui.start()
+    session = gui.app.runners["t1"].session
+    assert session is not None
+    session.warnings.append("the guest got no network lease: test")
+    window = gui.app.windows["t1"]
+    wait_until(lambda: "no network lease: test" in window.warning_bar.text(), 10)
+    assert window.warning_bar.isVisibleTo(window)
+    gui.launcher.refresh()
+    row = next(r for r in range(gui.launcher.table.rowCount())
+               if gui.launcher.table.item(r, 0).text() == "t1")
+    state = gui.launcher.table.item(row, 2)
+    assert state.text().endswith("⚠") and "no network lease: test" in state.toolTip()

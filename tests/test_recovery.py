@@ -194,14 +194,16 @@ def test_disk_full_during_keep_leaves_the_context_unchanged(
         monkeypatch: pytest.MonkeyPatch) -> None:
     mnt, _img = loop_fs(24)  # type: ignore[operator]
     paths = _home_on(mnt, shared_home, monkeypatch)
-    # Fill the filesystem so the overlay fits but the saved RAM state cannot.
+    # Fill the filesystem so the overlay fits but the saved RAM state cannot: the guest
+    # dirties 24 MiB of RAM (a delta keep stores what changed), 12 MiB are free.
     filler = mnt / "filler"
     free = shutil.disk_usage(mnt).free
     with open(filler, "wb") as f:
         f.truncate(0)
         f.write(b"\1" * max(0, free - 12 * 2**20))
     proc = run_cli("run", "lc", "--headless", "--on-exit", "keep", "--exec",
-                   "echo x > /root/x; sync")
+                   "echo x > /root/x; sync; mkdir -p /run/f && mount -t tmpfs f /run/f && "
+                   "dd if=/dev/urandom of=/run/f/x bs=1M count=24 2>/dev/null")
     assert proc.returncode == 6, proc.stderr
     assert "Traceback" not in proc.stderr and "disk full" in proc.stderr.lower()
     ctx_dir = paths.contexts_data / "lc"

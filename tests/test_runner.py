@@ -205,3 +205,17 @@ def test_clean_up_spares_what_a_keep_is_writing(tiny_paths: Paths, tiny_context:
     journal.recover()
     assert partial.exists() and not stray.exists()
     journal.remove("k1")
+
+
+def test_no_copy_of_the_disk_keys_is_kept_once_qemu_has_them(
+        tiny_paths: Paths, tiny_context: str) -> None:
+    async def scenario() -> None:
+        session = await Session.start(tiny_paths, ContextStore(tiny_paths).get(tiny_context))
+        try:
+            assert session.machine is not None
+            assert all(layer.secret is None for layer in session.machine.spec.disk)
+        finally:
+            await session.discard()
+        assert session.overlay is None or session.overlay.key.dropped
+
+    asyncio.run(scenario())

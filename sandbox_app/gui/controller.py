@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from PySide6.QtCore import QObject, Qt
+from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtWidgets import QProgressDialog
 
 from ..core.contexts import ContextStore, ExitDefault, Profile, key_store
@@ -67,12 +67,30 @@ class App(QObject):
         s.build_requested.connect(self.build_image)
         s.error.connect(self._show_error)
         self.jobs.changed.connect(s.changed)
+        self._warning_timer = QTimer(self)
+        self._warning_timer.setInterval(1000)
+        self._warning_timer.timeout.connect(self._show_warnings)
+        self._warning_timer.start()
 
     # ------------------------------------------------------------------ state (for views)
 
     def state(self, name: str) -> RunState:
         runner = self.runners.get(name)
         return runner.state if runner is not None else RunState.STOPPED
+
+    def warnings(self, name: str) -> list[str]:
+        runner = self.runners.get(name)
+        session = runner.session if runner is not None else None
+        return list(dict.fromkeys(session.warnings)) if session is not None else []
+
+    def _show_warnings(self) -> None:
+        """Session warnings can come late (a lease that failed while the session settled):
+        the windows show them as they come, and the launcher is told."""
+        changed = False
+        for name, window in self.windows.items():
+            changed |= window.set_warnings(self.warnings(name))
+        if changed:
+            self.signals.changed.emit()
 
     def running(self) -> list[str]:
         return [n for n, r in self.runners.items() if r.state is not RunState.STOPPED]
@@ -218,6 +236,7 @@ class App(QObject):
                                recipe=session.image.recipe if session is not None else None,
                                clipboard=profile.clipboard, search=profile.search)
         self.windows[name] = window
+        window.set_warnings(self.warnings(name))
         self._attach_display(name, client)
         window.show()
         window.display.setFocus()

@@ -133,7 +133,8 @@ class LauncherWindow(QMainWindow):
     def _cells(self, ctx: Context, protected: bool) -> list[str]:
         p = ctx.profile
         kept = ctx.manifest().kept_at
-        return [p.name, p.image, self.app.state(p.name).value, human_bytes(ctx.size_bytes()),
+        state = self.app.state(p.name).value + (" ⚠" if self.app.warnings(p.name) else "")
+        return [p.name, p.image, state, human_bytes(ctx.size_bytes()),
                 "passphrase" if protected else "—",
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(kept)) if kept else "never"]
 
@@ -142,8 +143,8 @@ class LauncherWindow(QMainWindow):
         try:
             contexts, broken = ContextStore(self.app.paths).scan()
             keys = key_store(self.app.paths)
-            rows = [(c.profile.color, self._cells(c, keys.is_protected(c.name)), "")
-                    for c in contexts]
+            rows = [(c.profile.color, self._cells(c, keys.is_protected(c.name)),
+                     "\n".join(self.app.warnings(c.name))) for c in contexts]
         except (BlankSlateError, OSError) as exc:
             self.statusBar().showMessage(str(exc))
             return

@@ -23,6 +23,10 @@ class AppState(Protocol):
 
     def state(self, name: str) -> RunState: ...
 
+    def warnings(self, name: str) -> list[str]:
+        """What the context's session warns about (TCG, no network guard, key unprotected)."""
+        ...
+
     def running(self) -> list[str]:
         """The contexts with a session (in any state but stopped)."""
         ...

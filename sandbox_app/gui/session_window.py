@@ -89,11 +89,17 @@ class SessionWindow(QMainWindow):
         inner = QVBoxLayout(self.frame)
         inner.setContentsMargins(FRAME_WIDTH, FRAME_WIDTH, FRAME_WIDTH, FRAME_WIDTH)
         inner.addWidget(self.display)
+        self.warning_bar = QLabel("")
+        self.warning_bar.setObjectName("sessionWarnings")
+        self.warning_bar.setWordWrap(True)
+        self.warning_bar.setStyleSheet("background:#fff3cd; color:#664d03; padding:4px 8px;")
+        self.warning_bar.setVisible(False)
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
         layout.addWidget(self.label)
+        layout.addWidget(self.warning_bar)
         layout.addWidget(self.frame)
         self.setCentralWidget(body)
         bar = QToolBar("Session")
@@ -117,6 +123,15 @@ class SessionWindow(QMainWindow):
         # Start at the guest's own size, so nothing is scaled until the user resizes.
         self.display.set_preferred(QSize(client.width, client.height))
         self.adjustSize()
+
+    def set_warnings(self, warnings: list[str]) -> bool:
+        """Show what the session warns about under the context label; True if it changed."""
+        text = "\n".join(f"⚠ {w}" for w in warnings)
+        if text == self.warning_bar.text():
+            return False
+        self.warning_bar.setText(text)
+        self.warning_bar.setVisible(bool(text))
+        return True
 
     def _add_address_bar(self, bar: QToolBar) -> None:
         """The kiosk browser has no address bar of its own: this one opens pages in it."""

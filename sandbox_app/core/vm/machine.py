@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -24,7 +25,7 @@ from qemu.qmp import EventListener, QMPClient
 from qemu.qmp.error import QMPError
 
 from ..errors import QemuError
-from .argv import Accel, MachineSpec, build_argv
+from .argv import Accel, Layer, MachineSpec, build_argv
 from .process import find_qemu, secret_pipe, set_pdeathsig
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,9 @@ class QemuMachine:
             for fd in secret_fds:
                 if fd is not None:
                     os.close(fd)
+            # The secrets are in QEMU's pipes now: keep no copy of them here.
+            self.spec = dataclasses.replace(
+                self.spec, disk=tuple(Layer(layer.path) for layer in self.spec.disk))
         self.agent_sock = ga_ours
         try:
             async with asyncio.timeout(_LAUNCH_TIMEOUT):
