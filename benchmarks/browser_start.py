@@ -35,7 +35,7 @@ START_PAGE = (0x1D, 0x2B, 0x3A)  # vm_images/browser/files/start.html's backgrou
 CORNERS = ((4, 4), (1275, 4), (4, 795), (1275, 795))
 
 
-async def _page_visible(session: Session, t0: float, timeout: float) -> float:
+async def page_visible(session: Session, t0: float, timeout: float) -> float:
     while time.monotonic() - t0 < timeout:
         frame = await session.grab_screen()
         if frame.width >= 1280 and all(frame.pixel(x, y) == START_PAGE for x, y in CORNERS):
@@ -56,7 +56,7 @@ async def _once(paths: Paths, name: str, *, cold: bool, keep: bool = False) -> d
     t0 = time.monotonic()
     session = await Session.start(paths, ctx, cold=cold, prepared=prepared)
     try:
-        visible = await _page_visible(session, t0, 600.0 if cold else 60.0)
+        visible = await page_visible(session, t0, 600.0 if cold else 60.0)
         running = (session.timings.launch_s or 0.0) + (session.timings.restore_s or float("nan"))
         result = {"page_s": visible, "running_s": running,
                   "overlay_s": prep_s}
@@ -80,7 +80,7 @@ async def _quick_resets(paths: Paths, name: str, runs: int) -> list[dict[str, fl
             t0 = time.monotonic()
             session = await runner.quick_reset()
             reset_s = time.monotonic() - t0
-            rows.append({"reset_s": reset_s, "page_s": await _page_visible(session, t0, 60.0)})
+            rows.append({"reset_s": reset_s, "page_s": await page_visible(session, t0, 60.0)})
     finally:
         await runner.close()
     return rows

@@ -33,27 +33,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _home import bench_home
+from browser_start import page_visible
 
 from sandbox_app.core.contexts import ContextStore, Network, Profile
 from sandbox_app.core.images import ImageStore
 from sandbox_app.core.session import Session, prepare_overlay
 from sandbox_app.core.storage import Paths
 
-START_PAGE = (0x1D, 0x2B, 0x3A)  # vm_images/browser/files/start.html's background
-CORNERS = ((4, 4), (1275, 4), (4, 795), (1275, 795))
 IDLE_S = 3.0
 FILL = ("mkdir -p /run/fill && mount -t tmpfs fill /run/fill && "
         "dd if=/dev/urandom of=/run/fill/x bs=1M count={mib} 2>/dev/null")
 MiB = 1 << 20
-
-
-async def _page_visible(session: Session, t0: float, timeout: float = 60.0) -> float:
-    while time.monotonic() - t0 < timeout:
-        frame = await session.grab_screen()
-        if frame.width >= 1280 and all(frame.pixel(x, y) == START_PAGE for x, y in CORNERS):
-            return time.monotonic() - t0
-        await asyncio.sleep(0.01)
-    raise TimeoutError("the start page never appeared")
 
 
 def _pss_mib(pid: int) -> float:
@@ -68,7 +58,7 @@ async def _keep_once(paths: Paths, name: str, *, delta: bool, fill_mib: int) -> 
     ctx = ContextStore(paths).get(name)
     before = ctx.size_bytes()
     session = await Session.start(paths, ctx)
-    await _page_visible(session, time.monotonic())
+    await page_visible(session, time.monotonic(), 60.0)
     await session.ready()
     await asyncio.sleep(IDLE_S)
     if fill_mib:
@@ -95,7 +85,7 @@ async def _start_kept(paths: Paths, name: str) -> dict[str, float]:
     t0 = time.monotonic()
     session = await Session.start(paths, ctx, prepared=prepared)
     try:
-        page = await _page_visible(session, t0)
+        page = await page_visible(session, t0, 60.0)
         await asyncio.sleep(10.0)
         pss = _pss_mib(session.machine.pid) if session.machine and session.machine.pid else 0.0
     finally:
