@@ -18,8 +18,9 @@ FILL = ("mkdir -p /run/blob && "
         "md5sum /run/blob/{name} | cut -d' ' -f1")
 
 
-def _run(context: str, *cmds: str, on_exit: str = "discard") -> dict[str, object]:
-    args = ["run", context, "--headless", "--json", "--on-exit", on_exit]
+def _run(context: str, *cmds: str, on_exit: str = "discard",
+         extra: tuple[str, ...] = ()) -> dict[str, object]:
+    args = ["run", context, "--headless", "--json", "--on-exit", on_exit, *extra]
     for c in cmds:
         args += ["--exec", c]
     proc = run_cli(*args)
@@ -95,3 +96,29 @@ def test_a_tampered_swapped_or_missing_delta_is_refused(
     refused("a missing delta")
     ram.write_bytes(original)
     assert _out(_run(tiny_context, "cat /root/hi")) == "hi\n", "intact again: restores"
+
+
+def test_an_older_state_renamed_over_the_newer_one_is_refused(
+        tiny_context: str, tiny_paths: Paths) -> None:
+    data = tiny_paths.contexts_data / tiny_context
+    _run(tiny_context, "echo old > /root/v", on_exit="keep")
+    first = _state(tiny_paths, tiny_context)
+    older = {k: (data / str(first[k])).read_bytes() for k in ("file", "ram")}
+    _run(tiny_context, "echo new > /root/v", on_exit="keep")
+    second = _state(tiny_paths, tiny_context)
+    newer = {k: (data / str(second[k])).read_bytes() for k in ("file", "ram")}
+    for k in ("file", "ram"):  # a rollback: the old bytes under the new names
+        (data / str(second[k])).write_bytes(older[k])
+    proc = run_cli("run", tiny_context, "--headless", "--json", "--exec", "cat /root/v")
+    assert proc.returncode == 5 and "Traceback" not in proc.stderr, proc.stderr
+    for k in ("file", "ram"):
+        (data / str(second[k])).write_bytes(newer[k])
+    assert _out(_run(tiny_context, "cat /root/v")) == "new\n"
+
+
+def test_a_cold_booted_session_keeps_a_bound_full_state(
+        tiny_context: str, tiny_paths: Paths) -> None:
+    _run(tiny_context, "echo cold > /root/c", on_exit="keep", extra=("--cold",))
+    state = _state(tiny_paths, tiny_context)
+    assert state.get("bound") is True and "ram" not in state, "a full migration stream"
+    assert _out(_run(tiny_context, "cat /root/c")) == "cold\n"

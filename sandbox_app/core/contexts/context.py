@@ -143,22 +143,24 @@ class KeptState:
     """The encrypted saved state matching the context's top layer.
 
     With ``ram`` (a delta keep): ``file`` is the device state alone and ``ram`` the pages that
-    differ from the golden ``ram.img`` under the context's layers; both are bound by their
-    ``label`` to this context, snapshot point and file. Without: ``file`` is a full
-    migration stream, RAM and devices (contexts kept before delta keeps; cold-booted sessions).
+    differ from the golden ``ram.img`` under the context's layers. Without: ``file`` is a
+    full migration stream, RAM and devices (cold-booted sessions). ``bound`` states (all made
+    now) are tied by their ``label`` to their context, generation, snapshot point and file
+    name, so an older state file renamed over a newer one, or another's, does not decrypt;
+    states kept before that have no label.
     """
 
     file: str
     size: int  # bytes of the encrypted file
     ram: str | None = None
     ram_size: int = 0
+    bound: bool = False
 
-    def label(self, context: str, snapshot: str, file: str) -> bytes:
-        """What the encrypted ``file`` (one of this state's) is bound to: empty for full
-        migration streams, else context, snapshot point and the file's own (unique) name."""
-        if self.ram is None:
+    def label(self, context: str, generation: int, snapshot: str, file: str) -> bytes:
+        """What the encrypted ``file`` (one of this state's) is bound to."""
+        if not self.bound:
             return b""
-        return f"blankslate-kept\0{context}\0{snapshot}\0{file}".encode()
+        return f"blankslate-kept\0{context}\0{generation}\0{snapshot}\0{file}".encode()
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,8 @@ class Manifest:
                 state=None if state is None else KeptState(
                     _typed(state["file"], str), _typed(state["bytes"], int),
                     None if state.get("ram") is None else _typed(state["ram"], str),
-                    _typed(state.get("ram_bytes", 0), int)),
+                    _typed(state.get("ram_bytes", 0), int),
+                    _typed(state.get("bound", False), bool)),
                 generation=_typed(d.get("generation", 0), int),
                 kept_at=None if kept_at is None else float(_typed(kept_at, (int, float))),
             )
@@ -216,6 +219,7 @@ class Manifest:
                 "file": self.state.file, "bytes": self.state.size,
                 **({"ram": self.state.ram, "ram_bytes": self.state.ram_size}
                    if self.state.ram is not None else {}),
+                **({"bound": True} if self.state.bound else {}),
             },
             "generation": self.generation,
             "kept_at": self.kept_at,

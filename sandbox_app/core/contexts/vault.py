@@ -93,7 +93,8 @@ class Vault:
                              f"({src.name})")
         return decrypt_chunks(self._key, src, label)
 
-    async def save_state(self, machine_save: FdConsumer, dst: Path) -> int:
+    async def save_state(self, machine_save: FdConsumer, dst: Path, *,
+                         label: bytes = b"") -> int:
         """Encrypt a migration stream that QEMU writes into a pipe; returns bytes written.
 
         ``machine_save`` is a coroutine function taking the pipe's write fd.
@@ -105,7 +106,7 @@ class Vault:
         def pump() -> None:
             try:
                 with os.fdopen(r, "rb", buffering=0) as src:
-                    result.append(encrypt_stream(self._key, src, dst))
+                    result.append(encrypt_stream(self._key, src, dst, label=label))
             except BaseException as exc:
                 errors.append(exc)
 

@@ -284,15 +284,16 @@ class Session:
             await machine.execute("cont")
         elif kept_state is not None:
             assert self.vault is not None
-            vault, data, snapshot = self.vault, self.context.data_dir, self.manifest.snapshot
+            vault, data = self.vault, self.context.data_dir
+            label = functools.partial(kept_state.label, self.context.name,
+                                      self.manifest.generation, self.manifest.snapshot)
             if kept_state.ram is not None:
                 assert self._ram_file is not None and machine.pid is not None
-                pages = vault.load(data / kept_state.ram, label=kept_state.label(
-                    self.context.name, snapshot, kept_state.ram))
+                pages = vault.load(data / kept_state.ram, label=label(kept_state.ram))
                 await asyncio.to_thread(guestram.write_delta, machine.pid, self._ram_file, pages)
             await vault.restore_state(
                 lambda fd: machine.restore(fd, template=False), data / kept_state.file,
-                label=kept_state.label(self.context.name, snapshot, kept_state.file))
+                label=label(kept_state.file))
             self.timings.restore_s = time.monotonic() - t0
         else:
             self.point.verify()
@@ -474,21 +475,23 @@ class Session:
         self._record.files += [str(p) for p in written]
         self.journal.write(self._record)
         snapshot = golden_point(self.image, self.point, self.manifest).directory.name
-        kept = KeptState(state_file.name, 0, ram_file.name if ram_file else None)
+        kept = KeptState(state_file.name, 0, ram_file.name if ram_file else None, bound=True)
+        label = functools.partial(kept.label, self.context.name, self.manifest.generation + 1,
+                                  snapshot)
         with contextlib.suppress(BlankSlateError, OSError):
             await (await self.ready()).shell("sync", timeout=30)
         try:
             if ram_base is not None and ram_file is not None and machine.pid is not None:
                 devices = await machine.save_devices()  # stops the guest
                 kept = dataclasses.replace(kept, size=await asyncio.to_thread(
-                    vault.save, [devices], state_file,
-                    label=kept.label(self.context.name, snapshot, state_file.name)))
+                    vault.save, [devices], state_file, label=label(state_file.name)))
                 kept = dataclasses.replace(kept, ram_size=await asyncio.to_thread(
                     vault.save, guestram.read_delta(machine.pid, ram_base), ram_file,
-                    label=kept.label(self.context.name, snapshot, ram_file.name)))
+                    label=label(ram_file.name)))
             else:
                 kept = dataclasses.replace(kept, size=await vault.save_state(
-                    lambda fd: machine.save(fd, template=False), state_file))
+                    lambda fd: machine.save(fd, template=False), state_file,
+                    label=label(state_file.name)))
         except BaseException:
             for p in written:
                 await asyncio.to_thread(secure_erase, p)
