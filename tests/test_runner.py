@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,13 @@ from sandbox_app.core.contexts import (
 )
 from sandbox_app.core.errors import AuthError, DiskFullError
 from sandbox_app.core.images import ImageStore
-from sandbox_app.core.session import ContextRunner, RunState, Session, SessionState
+from sandbox_app.core.session import (
+    AppSettings,
+    ContextRunner,
+    RunState,
+    Session,
+    SessionState,
+)
 from sandbox_app.core.storage import Paths
 
 
@@ -219,3 +226,22 @@ def test_no_copy_of_the_disk_keys_is_kept_once_qemu_has_them(
         assert session.overlay is None or session.overlay.key.dropped
 
     asyncio.run(scenario())
+
+
+def test_the_passphrase_is_forgotten_after_the_idle_time(tiny_paths: Paths) -> None:
+    runner = ContextRunner(tiny_paths, "p")
+    runner.passphrase = "secret"
+    used = time.monotonic()
+    assert not runner.expire_passphrase(60, now=used + 30)
+    assert runner.passphrase == "secret"
+    assert runner.expire_passphrase(60, now=used + 61)
+    assert runner.passphrase is None
+
+
+def test_app_settings_are_read_and_a_broken_file_means_defaults(tiny_paths: Paths) -> None:
+    settings = tiny_paths.config / "app.toml"
+    settings.write_text('standby = "off"\npassphrase_idle_minutes = 5\n')
+    assert AppSettings.load(tiny_paths) == AppSettings(standby="off", passphrase_idle_minutes=5)
+    for broken in ('standby = "sometimes"\n', "passphrase_idle_minutes = -1\n", "[", "\x00"):
+        settings.write_text(broken)
+        assert AppSettings.load(tiny_paths) == AppSettings()

@@ -18,7 +18,7 @@ from ..core.contexts import ContextStore, ExitDefault, Profile, key_store
 from ..core.errors import BlankSlateError
 from ..core.guest import rfb
 from ..core.images import ImageStore
-from ..core.session import ContextRunner, EndReport, RunState
+from ..core.session import AppSettings, ContextRunner, EndReport, RunState
 from ..core.storage import Paths
 from ..core.vm import Accel
 from .asyncbridge import CANCELLED, Job, JobRunner
@@ -214,6 +214,7 @@ class App(QObject):
             self._offer_build(name, profile.image)
             return None
         runner = self.runner(name)
+        runner.expire_passphrase(AppSettings.load(self.paths).passphrase_idle_minutes * 60)
         if runner.passphrase is None and key_store(self.paths).is_protected(name):
             runner.passphrase = ask_passphrase(name)
             if runner.passphrase is None:

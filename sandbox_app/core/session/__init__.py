@@ -6,8 +6,10 @@ from .address import address_to_url
 from .overlay import PreparedOverlay, check_context, prepare_overlay
 from .runner import ContextRunner, RunState, accel_warning
 from .session import EndReport, Session, SessionState
+from .settings import AppSettings
 
 __all__ = [
+    "AppSettings",
     "ContextRunner",
     "EndReport",
     "PreparedOverlay",

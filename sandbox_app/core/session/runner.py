@@ -56,13 +56,37 @@ class ContextRunner:
         self._prepare_lock = prepare_lock or asyncio.Lock()
         self.session: Session | None = None
         self.state = RunState.STOPPED
-        self.passphrase: str | None = None
+        self._passphrase: str | None = None
+        self._passphrase_used = time.monotonic()
         self.last_reset_s: float | None = None
         self.standby_wanted = False  # the app sets it for its most recently used context
         self._spare: PreparedOverlay | None = None
         self._standby: Session | None = None  # QEMU launched on the spare, paused
         self._spare_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
+
+    @property
+    def passphrase(self) -> str | None:
+        """The context's passphrase as the user gave it (kept to start its next sessions)."""
+        return self._passphrase
+
+    @passphrase.setter
+    def passphrase(self, value: str | None) -> None:
+        self._passphrase = value
+        self._passphrase_used = time.monotonic()
+
+    def expire_passphrase(self, idle_s: float, now: float | None = None) -> bool:
+        """Forget the passphrase when no session has run for ``idle_s`` (and drop the
+        standby, which holds the unlocked key): the user is asked again. True if forgotten."""
+        if self._passphrase is None or self.session is not None:
+            return False
+        if (now if now is not None else time.monotonic()) - self._passphrase_used < idle_s:
+            return False
+        self._passphrase = None
+        if self._standby is not None:
+            standby, self._standby = self._standby, None
+            self._spawn(standby.discard(), "drop-standby")
+        return True
 
     async def start(self, progress: Progress = no_progress) -> Session:
         if self.session is not None:
@@ -107,6 +131,7 @@ class ContextRunner:
             raise
         self.session = None
         self.state = RunState.STOPPED
+        self._passphrase_used = time.monotonic()  # idle from now
         self.prepare_spare_soon()
         progress("done", 1.0)
         return report

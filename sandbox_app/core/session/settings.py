@@ -2,6 +2,8 @@
 
     standby = "auto"   # keep a paused QEMU ready for the most recently used context:
                        # "on", "off", or "auto" (on while the host has the memory to spare)
+    passphrase_idle_minutes = 15   # the app asks again for a context's passphrase when
+                                   # none of its sessions ran for this long (0: every start)
 
 A missing file means the defaults; a broken one is logged and ignored (defaults), never an
 error that stops the app.
@@ -26,6 +28,7 @@ STANDBY_HEADROOM_MIB = 1024
 @dataclass(frozen=True)
 class AppSettings:
     standby: str = "auto"
+    passphrase_idle_minutes: float = 15.0
 
     @classmethod
     def load(cls, paths: Paths) -> AppSettings:
@@ -35,7 +38,11 @@ class AppSettings:
             standby = data.get("standby", "auto")
             if standby not in STANDBY_CHOICES:
                 raise ValueError(f"standby must be one of {', '.join(STANDBY_CHOICES)}")
-            return cls(standby=standby)
+            idle = data.get("passphrase_idle_minutes", 15.0)
+            if isinstance(idle, bool) or not isinstance(idle, int | float) or \
+                    not 0 <= idle <= 7 * 24 * 60:
+                raise ValueError("passphrase_idle_minutes must be 0 to 10080")
+            return cls(standby=standby, passphrase_idle_minutes=float(idle))
         except FileNotFoundError:
             return cls()
         except (OSError, ValueError, UnicodeDecodeError) as exc:
