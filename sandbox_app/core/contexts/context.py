@@ -351,12 +351,14 @@ class ContextStore:
         return good, broken
 
     def remove(self, name: str) -> int:
-        """Delete a context — a broken one too: securely erase its data, then its profile.
-        Returns bytes wiped."""
+        """Delete a context — a broken one too. Unlinking its profile is the commit point (a
+        kill after it leaves data without a profile, which recovery erases); then its data
+        is securely erased. Returns bytes wiped."""
         path = self._profile_path(name)
-        if not path.exists():
-            raise NotFoundError(f"unknown context '{name}'")
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise NotFoundError(f"unknown context '{name}'") from None
         data = self.paths.contexts_data / name
         report = erase_tree(data) if data.exists() else None
-        path.unlink()
         return report.wiped_bytes if report else 0

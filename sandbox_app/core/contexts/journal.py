@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import BlankSlateError
-from ..storage import Paths, atomic_write_json, private_dir, secure_erase
+from ..storage import Paths, atomic_write_json, erase_tree, private_dir, secure_erase
 from .context import Manifest
 from .lock import try_context_lock
+from .vault import key_store
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,28 @@ class Journal:
                             collect_garbage(ctx_dir, live)
                 except BlankSlateError as exc:  # a broken context keeps its files
                     log.info("%s: no clean-up in it", exc)
+        self._erase_orphans()
         return cleaned
+
+    def _erase_orphans(self) -> None:
+        """Data and keys of contexts without a profile (a remove killed half-way)."""
+        profiles = {p.stem for p in self.paths.contexts_config.glob("*.toml")}
+        busy = {rec.context for rec in self.records() if rec.owner_alive()}
+        data = self.paths.contexts_data
+        for ctx_dir in (data.iterdir() if data.is_dir() else ()):
+            if ctx_dir.name in profiles or ctx_dir.name in busy or not ctx_dir.is_dir():
+                continue
+            with contextlib.suppress(BlankSlateError), \
+                    try_context_lock(self.paths, ctx_dir.name) as locked:
+                if locked:
+                    log.info("erasing the data of removed context %s", ctx_dir.name)
+                    erase_tree(ctx_dir)
+        keys = key_store(self.paths)
+        for key_file in keys.directory.glob("*.key.json"):
+            name = key_file.name.removesuffix(".key.json")
+            if name not in profiles and name not in busy:
+                with contextlib.suppress(BlankSlateError, OSError):
+                    keys.remove(name)
 
 
 def cleanup_session(rec: SessionRecord, referenced: set[str] | None) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import DiskFullError, ImageError
 from .argv import Layer
-from .process import find_qemu, secret_pipe
+from .process import find_qemu, secret_pipe, short_error
 
 # Fast LUKS header: the key is random (full entropy), so key stretching buys nothing.
 _LUKS_OPTS = "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10"
@@ -57,7 +57,7 @@ async def _qemu_img(args: Sequence[str], secret: bytes | None = None,
             os.close(fd)
     if proc.returncode != 0:
         msg = err.decode(errors="replace").strip().splitlines()
-        text = msg[-1] if msg else f"qemu-img {args[0]} failed"
+        text = short_error(msg[-1]) if msg else f"qemu-img {args[0]} failed"
         if "No space left" in text:
             raise DiskFullError(f"disk full: {text}")
         raise ImageError(text)
@@ -110,8 +110,11 @@ async def check_chain(layers: Sequence[Layer]) -> None:
     for i, layer in enumerate(layers):
         if not layer.path.exists():
             raise ImageError(f"disk layer missing: {layer.path.name}")
-        await _qemu_img(["check", "-q", "-U", _chain_json(layers[:i + 1])],
-                        secrets=[x.secret for x in layers[:i + 1]])
+        try:
+            await _qemu_img(["check", "-q", "-U", _chain_json(layers[:i + 1])],
+                            secrets=[x.secret for x in layers[:i + 1]])
+        except ImageError as exc:
+            raise ImageError(f"disk layer {layer.path.name} is damaged: {exc}") from exc
 
 
 def _chain_json(layers: Sequence[Layer]) -> str:

@@ -26,7 +26,7 @@ from qemu.qmp.error import QMPError
 
 from ..errors import QemuError
 from .argv import Accel, Layer, MachineSpec, build_argv
-from .process import find_qemu, secret_pipe, set_pdeathsig
+from .process import find_qemu, secret_pipe, set_pdeathsig, short_error
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class QemuMachine:
 
     def failure_message(self) -> str:
         """QEMU's own last error line, for a one-line user message."""
-        lines = [ln.strip() for ln in self.log_tail().splitlines() if ln.strip()]
+        lines = [short_error(ln) for ln in self.log_tail().splitlines() if ln.strip()]
         errors = [ln for ln in lines if "warning" not in ln.lower()]
         return (errors or lines or ["no output"])[-1]
 

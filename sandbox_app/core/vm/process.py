@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -49,3 +50,13 @@ def secret_pipe(secret: bytes) -> int:
     finally:
         os.close(w)
     return r
+
+
+_JSON_BLOB = re.compile(r"'?(json:)?\{.*\}'?")
+
+
+def short_error(text: str, limit: int = 200) -> str:
+    """QEMU's or qemu-img's last error line, fit for a one-line message: the JSON a disk
+    chain is spelled in (paths, key ids) becomes "the disk", and it is cut at ``limit``."""
+    text = _JSON_BLOB.sub("the disk", text.strip().removeprefix("qemu-img: "))
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -1,0 +1,33 @@
+"""The fault soak (benchmarks/soak.py): every fault survived. The default suite injects one
+kill -9 into each operation (plus QEMU killed alone and a corrupt layer); ``-m slow`` runs
+the 50-point soak."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from soak import print_table, soak
+
+from sandbox_app.core.storage import Paths
+
+
+def _all_survived(paths: Paths, points: int, seed: int) -> None:
+    rows = soak(paths, points, seed)
+    print_table(rows)
+    assert all(r.survived == r.count for r in rows), [f for r in rows for f in r.failures]
+
+
+@pytest.mark.timeout(1200)
+def test_one_kill_in_each_operation_qemu_killed_and_a_corrupt_layer(tiny_paths: Paths) -> None:
+    _all_survived(tiny_paths, 5, seed=7)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_fifty_kill_points(tiny_paths: Paths) -> None:
+    _all_survived(tiny_paths, 50, seed=1)
