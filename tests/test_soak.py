@@ -31,3 +31,12 @@ def test_one_kill_in_each_operation_qemu_killed_and_a_corrupt_layer(tiny_paths: 
 @pytest.mark.timeout(3600)
 def test_fifty_kill_points(tiny_paths: Paths) -> None:
     _all_survived(tiny_paths, 50, seed=1)
+
+
+@pytest.mark.root  # a small filesystem to fill: a tmpfs mount
+def test_disk_full_during_keep_and_during_a_session(tiny_paths: Paths) -> None:
+    rows = soak(tiny_paths, 0, seed=3)
+    print_table(rows)
+    full = [r for r in rows if r.fault.startswith("disk full during")]
+    assert len(full) == 2 and all(r.survived == r.count == 1 for r in full), \
+        [f for r in full for f in r.failures]
