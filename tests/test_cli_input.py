@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import select
+import subprocess
+import sys
+import termios
+import time
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import REPO, run_cli
 
 from sandbox_app.core.storage import Paths
 
@@ -73,3 +81,49 @@ def test_runtime_and_data_dirs_are_private(home: Path) -> None:
     paths = Paths.from_env()
     for d in (paths.config, paths.data, paths.state, paths.runtime):
         assert d.stat().st_mode & 0o777 == 0o700
+
+
+def _at_a_terminal(args: list[str], answers: list[tuple[str, str]]) -> tuple[int, str]:
+    """Run ``blankslate ARGS`` on a pseudo-terminal (getpass reads /dev/tty), typing each
+    answer when its prompt shows; returns the exit code and everything printed."""
+    master, slave = os.openpty()
+
+    def controlling_tty() -> None:
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox_app", *args], cwd=REPO, stdin=slave, stdout=slave,
+        stderr=slave, preexec_fn=controlling_tty)  # noqa: PLW1509  (no threads here)
+    os.close(slave)
+    seen = ""
+    try:
+        for prompt, answer in answers:
+            deadline = time.monotonic() + 30
+            while prompt not in seen:
+                assert time.monotonic() < deadline, f"no prompt {prompt!r}: {seen!r}"
+                if select.select([master], [], [], 0.2)[0]:
+                    seen += os.read(master, 4096).decode(errors="replace")
+            os.write(master, answer.encode() + b"\n")
+        code = proc.wait(timeout=60)
+        with contextlib.suppress(OSError):
+            while select.select([master], [], [], 0.2)[0]:
+                chunk = os.read(master, 4096)
+                if not chunk:
+                    break
+                seen += chunk.decode(errors="replace")
+    finally:
+        os.close(master)
+    return code, seen
+
+
+def test_a_new_passphrase_is_asked_twice_at_the_terminal(home: Path) -> None:
+    run_cli("context", "list")
+    code, out = _at_a_terminal(["context", "passphrase", "work"],
+                               [("New passphrase", "one"), ("Repeat", "two")])
+    assert code == 2 and "differ" in out, out
+    assert not (home / "data" / "keys" / "work.key.json").exists(), "nothing changed"
+    code, out = _at_a_terminal(["context", "passphrase", "work"],
+                               [("New passphrase", "one"), ("Repeat", "one")])
+    assert code == 0, out
+    assert run_cli("run", "work", "--headless", "--exec", "true").returncode == 7  # locked
