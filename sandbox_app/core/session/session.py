@@ -73,6 +73,7 @@ from .overlay import (
 log = logging.getLogger(__name__)
 
 MAX_URL = 64 * 1024  # Firefox takes longer, but an argv through the agent has limits
+_VM_CHECK_S = 1.0  # how often a long guest command checks that the VM still runs
 
 
 class SessionState(Enum):
@@ -352,13 +353,22 @@ class Session:
     # ---------------------------------------------------------------- use
 
     async def exec(self, command: str, timeout: float = 120.0) -> ExecResult:
-        """Run ``sh -c command`` in the guest."""
+        """Run ``sh -c command`` in the guest. A VM that dies or pauses on a full disk while
+        the command runs ends the wait at once, with that error."""
         agent = await self.ready()
+        run = asyncio.ensure_future(agent.shell(command, timeout=timeout))
         try:
-            return await agent.shell(command, timeout=timeout)
+            while not (await asyncio.wait({run}, timeout=_VM_CHECK_S))[0]:
+                await self._raise_if_vm_failed()
+            return run.result()
         except GuestError:
             await self._raise_if_vm_failed()
             raise
+        finally:
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError, BlankSlateError):
+                    await run
 
     async def _raise_if_vm_failed(self) -> None:
         """Turn a dead or I/O-error-paused VM into the error the user should see."""
@@ -367,11 +377,12 @@ class Session:
             return
         if machine.process.returncode is not None:
             raise QemuError(f"the VM stopped unexpectedly: {machine.failure_message()}")
+        status = None
         with contextlib.suppress(BlankSlateError):
             status = (await machine.execute("query-status"))["status"]
-            if status == "io-error":
-                raise DiskFullError("the disk holding Blank Slate's data is full: "
-                                    "the session was paused")
+        if status == "io-error":  # raised outside the suppress: DiskFullError is one too
+            raise DiskFullError("the disk holding Blank Slate's data is full: "
+                                "the session was paused")
 
     @_while(SessionState.RUNNING)
     async def open_url(self, text: str, *, wait: bool = True, timeout: float = 60.0) -> str:
