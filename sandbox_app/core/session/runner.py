@@ -123,6 +123,7 @@ class ContextRunner:
             # it is discarded.
             if session.state is SessionState.RUNNING:
                 self.state = RunState.RUNNING
+                self.prepare_spare_soon()  # a keep dropped it
                 raise
             with contextlib.suppress(BlankSlateError, OSError):
                 await asyncio.shield(session.discard())
