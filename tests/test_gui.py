@@ -108,7 +108,7 @@ def loop(qapp: QApplication) -> Iterator[Any]:
     # This test's deferred deletes (windows, dialogs) happen now, with the loop alive, not
     # in pytest-qt's processEvents() during some later test.
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-    qapp.processEvents()
+    asyncbridge.complete(asyncio.sleep(0.01), 5)  # the rest, with the loop running
     lp.close()
 
 

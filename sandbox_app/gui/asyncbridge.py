@@ -157,7 +157,7 @@ def run(app: QApplication, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run ``main()`` on a qasync loop driving ``app``; return its exit code."""
     loop = install_loop(app)
     try:
-        code: int = loop.run_until_complete(main())
+        code = _run_to_end(loop, main())
     finally:
         loop.close()
     return code
@@ -167,9 +167,19 @@ def complete(coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
     """Run ``coro`` to its end on the current qasync loop (Qt keeps processing events).
 
     For tests and start-up code outside any coroutine; never call it from inside a job.
+    Not ``loop.run_until_complete``: qasync's processes Qt events once more after it has
+    cleared the running loop, and a background task stepping then dies with "no running
+    event loop" (seen in CI: a spare overlay that was never prepared).
     """
-    loop = asyncio.get_event_loop()
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    return _run_to_end(asyncio.get_event_loop(), asyncio.wait_for(coro, timeout))
+
+
+def _run_to_end(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    task = loop.create_task(coro)
+    task.add_done_callback(lambda _: loop.stop())
+    while not task.done():
+        loop.run_forever()
+    return task.result()
 
 
 class QuitLatch:
