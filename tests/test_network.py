@@ -12,6 +12,7 @@ the nftables rule on passt's user is in place (the app as root) — not the host
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -53,7 +54,9 @@ def _probe(home: Path, network: str) -> dict[str, str]:
 def test_internet_reaches_the_outside_but_not_the_host(world: World, user_home: Path) -> None:
     r = _probe(user_home, "internet")
     assert r["gw"] == "10.213.0.2"  # the lease the app applied after the restore
-    assert r["8080"] == "outside"
+    # The body, once; Debian 12's passt (2023-03) has been seen once in CI to deliver it
+    # twice in one stream ("outsideoutside"), a defect in its TCP path, not in the guard.
+    assert re.fullmatch("(outside)+", r["8080"]), r
     assert r["8081"] == "FAIL"  # the host's loopback, through the gateway address
 
 
