@@ -94,10 +94,10 @@ def test_page_by_name_through_the_network(world: World, bs: Bs, user_home: Path)
 
 
 def test_ipv6_where_the_host_has_it(world: World, bs: Bs, user_home: Path) -> None:
-    # v6.shop.test has only an AAAA record: the page comes over IPv6 (SLAAC from passt).
+    # shop-v6.test has only an AAAA record: the page comes over IPv6 (SLAAC from passt).
     bs("context", "create", "six", "--image", "browser")
     before = len(world.requests("shop6"))
-    _, color = _browse(bs, "six", "http://v6.shop.test/", user_home)
+    _, color = _browse(bs, "six", "http://shop-v6.test/", user_home)
     assert color == SHOP_COLOR
     assert len(world.requests("shop6")) == before + 1
 
@@ -111,8 +111,8 @@ def test_address_bar_words_become_a_search(world: World, bs: Bs, user_home: Path
 
 
 def test_context_dns_setting_picks_the_resolver(world: World, bs: Bs, user_home: Path) -> None:
-    # The host's resolver (10.213.0.2) says shop.test is 10.213.0.2; this one says .5.
-    bs("context", "create", "private", "--image", "browser", "--dns", "10.213.0.4")
+    # The host's resolver (203.0.113.2) says shop.test is 203.0.113.2; this one says .5.
+    bs("context", "create", "private", "--image", "browser", "--dns", "203.0.113.4")
     before = len(world.requests("other"))
     _, color = _browse(bs, "private", "http://shop.test/", user_home)
     assert color == OTHER_COLOR

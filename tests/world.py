@@ -1,18 +1,26 @@
 """A small "outside world" in network namespaces the tests create (root only; nothing
 leaves this machine), and the way to run the app in it as the unprivileged test user.
 
+The "internet" uses documentation ranges (203.0.113.0/24, 2001:db8:213::/64): public as
+far as the egress guard can tell, and routed nowhere but here.
+
     netns bs-host  (the user's machine: blankslate, passt and QEMU run here)
         lo: a "host-only" web server on 127.0.0.1:8081
-        veth bs-h 10.213.0.1/24 and 10.213.0.3/24: a web server on 10.213.0.3:8082 (one of
-            the host's own addresses; passt gives the guest 10.213.0.1 itself)
-        default route via 10.213.0.2; /etc/resolv.conf (ip netns exec's bind mount of
-            /etc/netns/bs-host/resolv.conf) names 10.213.0.2
-    netns bs-web   (the internet)
-        veth bs-w 10.213.0.2/24: DNS (dnsmasq: shop.test and tls.test → 10.213.0.2), the
-            shop on :80, a TLS ClientHello recorder on :443, a plain server on :8080
-        fd00:213::2/64: the shop over IPv6 only (v6.shop.test; the host is fd00:213::1)
-        10.213.0.4: another resolver (dnsmasq: shop.test → 10.213.0.5)
-        10.213.0.5: the same shop, another colour (shows which resolver was used)
+        veth bs-h 203.0.113.1/24 and 203.0.113.3/24: a web server on 203.0.113.3:8082 (one
+            of the host's own addresses); 10.213.0.1/24 (the host's LAN address);
+            2001:db8:213::1/64 and fd00:213::1/64
+        default routes via 203.0.113.2 and 2001:db8:213::2; 169.254.169.254 on the link;
+        /etc/resolv.conf (ip netns exec's bind mount of /etc/netns/bs-host/resolv.conf)
+        names 203.0.113.2
+    netns bs-web   (the internet, and the LAN)
+        veth bs-w 203.0.113.2/24: DNS (dnsmasq: shop.test and tls.test → 203.0.113.2;
+            lan.test → 10.213.0.2, a name pointing into the LAN), the shop on :80, a TLS
+            ClientHello recorder on :443, a plain server on :8080
+        2001:db8:213::2/64: the shop over IPv6 only (shop-v6.test)
+        203.0.113.4: another resolver (dnsmasq: shop.test → 203.0.113.5)
+        203.0.113.5: the same shop, another colour (shows which resolver was used)
+        10.213.0.2/24: a printer's page on :8083 (the LAN); fd00:213::2: one on :8084 (ULA)
+        169.254.169.254: a cloud metadata service on :80
 """
 
 from __future__ import annotations
@@ -116,30 +124,35 @@ def make_world() -> Iterator[World]:
         _sh("ip", "netns", "add", ns)
     _sh("ip", "link", "add", "bs-h", "netns", HOST, "type", "veth", "peer", "bs-w",
         "netns", WEB)
-    for ns, dev, addrs in ((HOST, "bs-h", ("10.213.0.1/24", "10.213.0.3/24", "fd00:213::1/64")),
-                           (WEB, "bs-w", ("10.213.0.2/24", "10.213.0.4/24", "10.213.0.5/24",
-                                          "fd00:213::2/64"))):
+    for ns, dev, addrs in ((HOST, "bs-h", ("203.0.113.1/24", "203.0.113.3/24", "10.213.0.1/24",
+                                           "2001:db8:213::1/64", "fd00:213::1/64")),
+                           (WEB, "bs-w", ("203.0.113.2/24", "203.0.113.4/24", "203.0.113.5/24",
+                                          "10.213.0.2/24", "169.254.169.254/32",
+                                          "2001:db8:213::2/64", "fd00:213::2/64"))):
         for addr in addrs:
             _sh("ip", "-n", ns, "addr", "add", addr, "dev", dev, *(
                 ["nodad"] if ":" in addr else []))
         _sh("ip", "-n", ns, "link", "set", dev, "up")
         _sh("ip", "-n", ns, "link", "set", "lo", "up")
-    _sh("ip", "-n", HOST, "route", "add", "default", "via", "10.213.0.2")
-    _sh("ip", "-n", HOST, "-6", "route", "add", "default", "via", "fd00:213::2")
+    _sh("ip", "-n", HOST, "route", "add", "default", "via", "203.0.113.2")
+    _sh("ip", "-n", HOST, "route", "add", "169.254.169.254/32", "dev", "bs-h")
+    _sh("ip", "-n", HOST, "-6", "route", "add", "default", "via", "2001:db8:213::2")
     RESOLV.parent.mkdir(parents=True, exist_ok=True)
-    RESOLV.write_text("nameserver 10.213.0.2\n")
+    RESOLV.write_text("nameserver 203.0.113.2\n")
     logs = Path(tempfile.mkdtemp(prefix="bs-world-"))
     py = [sys.executable, str(SERVERS), str(logs)]
     procs = [
-        _start(WEB, [*py, "shop@10.213.0.2@80@shop", "other@10.213.0.5@80@shop",
-                     "shop6@fd00:213::2@80@shop", "outside@10.213.0.2@8080@text",
-                     "tls@10.213.0.2@443@tls"]),
+        _start(WEB, [*py, "shop@203.0.113.2@80@shop", "other@203.0.113.5@80@shop",
+                     "shop6@2001:db8:213::2@80@shop", "outside@203.0.113.2@8080@text",
+                     "tls@203.0.113.2@443@tls", "lan@10.213.0.2@8083@text",
+                     "ula@fd00:213::2@8084@text", "metadata@169.254.169.254@80@text"]),
         _start(HOST, [*py, "host-loopback@127.0.0.1@8081@text",
-                      "host-address@10.213.0.3@8082@text"]),
-        _start(WEB, _dnsmasq("10.213.0.2", {"shop.test": "10.213.0.2",
-                                            "tls.test": "10.213.0.2",
-                                            "v6.shop.test": "fd00:213::2"}, logs)),
-        _start(WEB, _dnsmasq("10.213.0.4", {"shop.test": "10.213.0.5"}, logs)),
+                      "host-address@203.0.113.3@8082@text"]),
+        _start(WEB, _dnsmasq("203.0.113.2", {"shop.test": "203.0.113.2",
+                                             "tls.test": "203.0.113.2",
+                                             "lan.test": "10.213.0.2",
+                                             "shop-v6.test": "2001:db8:213::2"}, logs)),
+        _start(WEB, _dnsmasq("203.0.113.4", {"shop.test": "203.0.113.5"}, logs)),
     ]
     deadline = time.monotonic() + 20
     while not ((logs / "ready-shop").exists() and (logs / "ready-host-loopback").exists()):

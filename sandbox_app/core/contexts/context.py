@@ -60,8 +60,13 @@ def parse_dns(value: object) -> tuple[str, ...]:
 
 
 class Network(Enum):
-    INTERNET = "internet"
+    INTERNET = "internet"  # the public internet only (the egress guard)
+    INTERNET_LAN = "internet+lan"  # and the LAN (a printer, a router's page); never this host
     NONE = "none"
+
+    @property
+    def online(self) -> bool:
+        return self is not Network.NONE
 
 
 class ExitDefault(Enum):

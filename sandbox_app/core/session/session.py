@@ -258,8 +258,9 @@ class Session:
         full_state = self._kept_state is not None and self._kept_state.ram is None
         self._ram_file = None if cold or full_state else golden.ram
         spec = dataclasses.replace(spec, disk=tuple(layers), ram_file=self._ram_file)
-        if self.context.profile.network is Network.INTERNET:
-            self.network = await network.internet(self.context.profile.dns)
+        if self.context.profile.network.online:
+            self.network = await network.internet(
+                self.context.profile.dns, lan=self.context.profile.network is Network.INTERNET_LAN)
             self.warnings += self.network.warnings
         else:
             self.network = network.no_network()
@@ -326,7 +327,7 @@ class Session:
         """Give the guest a lease for *this* session's network (the one in the snapshot is
         the network of its saving). A failure is a warning: the VM itself is fine."""
         command = self.image.recipe.network_command
-        if self.context.profile.network is not Network.INTERNET or not command:
+        if not self.context.profile.network.online or not command:
             return
         assert self.agent is not None
         res = await self.agent.exec([command], timeout=30)

@@ -1,11 +1,11 @@
-"""Network policy of a session: ``internet`` through passt, or ``none``.
+"""Network policy of a session: ``internet`` (or ``internet+lan``) through the egress
+guard, or ``none``.
 
 ``internet`` uses passt (user-mode networking, no privileges) connected to QEMU by a
-socketpair — no socket file, no listener. ``--no-map-gw`` stops the guest's gateway address
-from reaching the host's loopback services. passt alone would still let the guest connect to
-the host's *other* addresses (LAN IP, docker bridge…), so passt runs as a dedicated user and,
-where we may (root), an nftables rule rejects that user's traffic to any address local to
-this host (``fib daddr type local``). Without that rule we warn.
+socketpair — no socket file, no listener. passt runs in a network namespace of its own whose
+only way out is the app's egress guard (``egress.py``): the guest reaches the public
+internet, never this host, its LAN, link-local or multicast addresses (the LAN only with
+``internet+lan``). No root, no firewall rule on the host.
 
 ``none`` keeps the NIC (the device model must match the snapshot) with a backend that leads
 nowhere: a hub with one port.
@@ -16,65 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pwd
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import BlankSlateError
+from .egress import EgressGuard, host_resolvers
 from .process import set_pdeathsig
-
-NET_USER = "blankslate-net"
-_NFT_TABLE = "blankslate"
-
-NO_HOST_RULE_WARNING = (
-    "no firewall rule protects this host's own addresses from the guest (needs root and "
-    "nftables): the guest cannot reach loopback services, but can reach services listening "
-    "on this host's other addresses"
-)
-
-
-def _net_uid() -> int | None:
-    try:
-        return pwd.getpwnam(NET_USER).pw_uid
-    except KeyError:
-        return None
-
-
-def host_guard_active() -> bool:
-    """Is the nftables rule that keeps passt's user off this host's addresses in place?"""
-    uid = _net_uid()
-    if uid is None or not shutil.which("nft"):
-        return False
-    out = subprocess.run(["nft", "list", "table", "inet", _NFT_TABLE], capture_output=True,
-                         text=True, check=False).stdout
-    return f"skuid {uid}" in out or f"skuid {NET_USER}" in out
-
-
-def install_host_guard() -> bool:
-    """(root) Create the passt user and the nftables rule; idempotent. True if active."""
-    if os.geteuid() != 0 or not shutil.which("nft"):
-        return False
-    if _net_uid() is None:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                        "/usr/sbin/nologin", NET_USER], check=False, capture_output=True)
-    uid = _net_uid()
-    if uid is None:
-        return False
-    if not host_guard_active():
-        rules = (
-            f"table inet {_NFT_TABLE} {{\n"
-            "  chain output {\n"
-            "    type filter hook output priority 0; policy accept;\n"
-            f"    meta skuid {uid} fib daddr type local reject\n"
-            "  }\n"
-            "}\n"
-        )
-        subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=False,
-                       capture_output=True)
-    return host_guard_active()
 
 
 @dataclass
@@ -85,8 +37,11 @@ class NetworkBackend:
     inherit_fds: list[int] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     warnings: list[str] = field(default_factory=list)
+    guard: EgressGuard | None = None
 
     async def close(self) -> None:
+        if self.guard is not None:
+            await asyncio.to_thread(self.guard.close)
         for fd in self.inherit_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -101,37 +56,73 @@ def no_network() -> NetworkBackend:
     return NetworkBackend(["hubport", "id=net0", "hubid=0"])
 
 
-async def internet(dns: Sequence[str] = ()) -> NetworkBackend:
-    """Start passt on one end of a socketpair; QEMU gets the other end.
+GUEST_ADDRESS, GUEST_PREFIX, GATEWAY = "10.0.2.15", 24, "10.0.2.2"
+GUEST_ADDRESS6, GATEWAY6 = "fd00:b5::15", "fd00:b5::1"
+_NS_SCRIPT = Path(__file__).with_name("egress_ns.py")
 
-    ``dns``: the resolvers passt's DHCP hands the guest (empty: the host's own).
+
+async def egress_namespace(command: list[str], pass_fds: Sequence[int] = ()
+                           ) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """Start ``command`` in a new egress namespace (``egress_ns.py``); return the process
+    and the four sockets (TCP and DNS, IPv4 and IPv6) the guard serves."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        raise BlankSlateError("unshare not found: install the Debian package 'util-linux'")
+    ctrl, ctrl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    argv = [unshare, "--user", "--map-root-user", "--net", "--",
+            sys.executable, "-I", "-S", str(_NS_SCRIPT), str(ctrl_child.fileno()), "--",
+            *command]
+    try:
+        # A plain Popen: passt re-execs itself when dropping privileges, which confuses
+        # asyncio's child watcher.
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, pass_fds=[*pass_fds, ctrl_child.fileno()],
+            preexec_fn=set_pdeathsig,  # noqa: PLW1509  (started from the event loop thread)
+        )
+    finally:
+        ctrl_child.close()
+    try:
+        msg, fds, _, _ = await asyncio.to_thread(socket.recv_fds, ctrl, 1024, 4)
+    finally:
+        ctrl.close()
+    if msg != b"ok" or len(fds) != 4:
+        for fd in fds:
+            os.close(fd)
+        proc.kill()
+        await asyncio.to_thread(proc.wait)
+        raise BlankSlateError(msg.decode(errors="replace").strip()
+                              or "the egress namespace did not start (are unprivileged user "
+                                 "namespaces disabled?)")
+    return proc, fds
+
+
+async def internet(dns: Sequence[str] = (), *, lan: bool = False) -> NetworkBackend:
+    """passt in the egress namespace on one end of a socketpair; QEMU gets the other end.
+
+    ``dns``: the resolvers the guard forwards the guest's queries to (empty: the host's
+    own). ``lan``: the guard lets the guest reach the LAN (never this host itself).
     """
     passt = shutil.which("passt")
     if passt is None:
         raise BlankSlateError("passt not found: install the Debian package 'passt' "
                               "(or set the context's network to 'none')")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    argv = [passt, "--foreground", "--quiet", "--no-map-gw", "--fd", str(ours.fileno())]
-    for server in dns:
-        argv += ["--dns", server]
-    warnings = []
-    if os.geteuid() == 0:
-        if install_host_guard():
-            argv += ["--runas", NET_USER]
-        else:
-            warnings.append(NO_HOST_RULE_WARNING)
-    elif not host_guard_active():
-        warnings.append(NO_HOST_RULE_WARNING)
     try:
-        # A plain Popen: passt re-execs itself when dropping privileges, which confuses
-        # asyncio's child watcher.
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, pass_fds=[ours.fileno()],
-            preexec_fn=set_pdeathsig,  # noqa: PLW1509  (started from the event loop thread)
-        )
+        # The guest's address and gateway are fixed: the namespace holds no address of the
+        # host's, and the gateway leads only to the guard. Its resolver is the gateway.
+        proc, fds = await egress_namespace(
+            [passt, "--foreground", "--quiet", "--fd", str(ours.fileno()),
+             "--address", GUEST_ADDRESS, "--netmask", str(GUEST_PREFIX),
+             "--gateway", GATEWAY, "--dns", GATEWAY,
+             "--address", GUEST_ADDRESS6, "--gateway", GATEWAY6], pass_fds=[ours.fileno()])
+    except BaseException:
+        theirs.close()
+        raise
     finally:
         ours.close()
+    guard = EgressGuard([socket.socket(fileno=fd) for fd in fds], lan=lan,
+                        resolvers=list(dns) or host_resolvers())
     fd = theirs.detach()
     return NetworkBackend(["stream", "id=net0", "server=off", "addr.type=fd", f"addr.str={fd}"],
-                          [fd], proc, warnings)
+                          [fd], proc, guard=guard)
