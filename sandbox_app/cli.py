@@ -42,7 +42,7 @@ from .core.guest import (
     send_to_guest,
 )
 from .core.images import ImageStore
-from .core.session import Session, SessionState, check_context
+from .core.session import Session, SessionState, check_context, discard_suspended
 from .core.storage import Paths
 from .core.vm import TCG_WARNING, Accel
 
@@ -135,7 +135,9 @@ async def cmd_context_list(paths: Paths, args: argparse.Namespace) -> int:
                      "on_exit": p.on_exit.value, "clipboard": p.clipboard.value,
                      "dns": list(p.dns) or "host", "search": p.search,
                      "size_bytes": ctx.size_bytes(),
-                     "kept_at": m.kept_at})
+                     "kept_at": m.kept_at,
+                     "suspended_at": (ctx.suspended_path.stat().st_mtime
+                                      if ctx.suspended_path.exists() else None)})
     rows += [{"name": b.name, "broken": b.reason} for b in broken]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -146,7 +148,8 @@ async def cmd_context_list(paths: Paths, args: argparse.Namespace) -> int:
                 continue
             print(f"{r['name']:<16} {r['image']:<8} {r['color']}  {r['network']:<8} "
                   f"exit={r['on_exit']:<7} clipboard={r['clipboard']:<13} "
-                  f"{r['size_bytes'] / 2**20:.1f} MiB")
+                  f"{r['size_bytes'] / 2**20:.1f} MiB"
+                  f"{'  (suspended session)' if r['suspended_at'] else ''}")
     return 0
 
 
@@ -208,8 +211,10 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
     ctx = ContextStore(paths).get(args.context)
     passphrase = _passphrase_for(paths, ctx.name, args)
     progress = _StderrProgress()
+    if args.discard_suspended:
+        await discard_suspended(paths, ctx)
     session = await Session.start(paths, ctx, cold=args.cold, passphrase=passphrase,
-                                  progress=progress)
+                                  resume=args.resume, progress=progress)
     progress.done()
     _warn_accel(session.accel)
     shown = list(session.warnings)
@@ -259,8 +264,8 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
                 saved = await save_to_host(agent, downloads, item,
                                            Path(args.save_downloads))
                 transfers["saved"].append(str(saved))
-        if on_exit == "keep":
-            report = await session.keep()
+        if on_exit in ("keep", "suspend"):
+            report = await (session.keep() if on_exit == "keep" else session.suspend())
             for warning in session.warnings[len(shown):]:
                 print(f"blankslate: warning: {warning}", file=sys.stderr)
     finally:
@@ -367,7 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("context")
     r.add_argument("--headless", action="store_true", help="no window")
     r.add_argument("--exec", action="append", metavar="CMD", help="run `sh -c CMD` in the guest")
-    r.add_argument("--on-exit", choices=["discard", "keep"])
+    r.add_argument("--on-exit", choices=["discard", "keep", "suspend"])
+    sus = r.add_mutually_exclusive_group()
+    sus.add_argument("--resume", action="store_true",
+                     help="resume the context's suspended session")
+    sus.add_argument("--discard-suspended", action="store_true",
+                     help="securely erase the context's suspended session, then start afresh")
     r.add_argument("--cold", action="store_true", help="boot from scratch (for comparison)")
     r.add_argument("--json", action="store_true", help="print a JSON report")
     r.add_argument("--passphrase-stdin", action="store_true",

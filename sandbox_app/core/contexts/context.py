@@ -239,6 +239,19 @@ class Manifest:
         return names
 
 
+CURRENT, SUSPENDED = "current.json", "suspended.json"
+
+
+def files_in_use(context_dir: Path) -> set[str]:
+    """The files a context's data dir must keep: its manifest, a suspended session's, and
+    everything either references (BlankSlateError if one cannot be read)."""
+    names = {CURRENT, SUSPENDED}
+    for name in (CURRENT, SUSPENDED):
+        if (context_dir / name).exists():
+            names |= Manifest.load(context_dir / name, "").referenced_files()
+    return names
+
+
 _T = TypeVar("_T")
 _FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -275,10 +288,21 @@ class Context:
 
     @property
     def manifest_path(self) -> Path:
-        return self.data_dir / "current.json"
+        return self.data_dir / CURRENT
 
     def manifest(self) -> Manifest:
         return Manifest.load(self.manifest_path, self.profile.image)
+
+    @property
+    def suspended_path(self) -> Path:
+        return self.data_dir / SUSPENDED
+
+    def suspended(self) -> Manifest | None:
+        """The suspended session (its layers and saved state, on top of ``manifest()``'s
+        generation), or None. Resuming it starts from here; keeping it makes it current."""
+        if not self.suspended_path.exists():
+            return None
+        return Manifest.load(self.suspended_path, self.profile.image)
 
     def size_bytes(self) -> int:
         if not self.data_dir.is_dir():

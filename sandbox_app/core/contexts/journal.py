@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import BlankSlateError
 from ..storage import Paths, atomic_write_json, erase_tree, private_dir, secure_erase
-from .context import Manifest
+from .context import files_in_use
 from .lock import try_context_lock
 from .vault import key_store
 
@@ -99,10 +99,10 @@ class Journal:
         for rec in self.records():
             if rec.owner_alive():
                 continue
-            # A keep that crashed after its commit point: its files now belong to the context.
-            manifest = self.paths.contexts_data / rec.context / "current.json"
+            # A keep (or suspend) that crashed after its commit point: its files now belong to
+            # the context.
             try:
-                referenced: set[str] | None = Manifest.load(manifest, "").referenced_files()
+                referenced: set[str] | None = files_in_use(self.paths.contexts_data / rec.context)
             except BlankSlateError as exc:  # erase none of its files: they may be its state
                 log.warning("%s: not erasing the session's files", exc)
                 referenced = None
@@ -173,8 +173,7 @@ def collect_garbage(context_dir: Path, live: set[str]) -> int:
     """
     if not context_dir.is_dir():
         return 0
-    manifest = Manifest.load(context_dir / "current.json", "")
-    keep = manifest.referenced_files() | live | {"current.json"}
+    keep = files_in_use(context_dir) | live
     wiped = 0
     for p in context_dir.iterdir():
         if p.name not in keep and p.is_file():

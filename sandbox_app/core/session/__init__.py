@@ -5,7 +5,7 @@ that owns a context's session and its prepared spare overlay.
 from .address import address_to_url
 from .overlay import PreparedOverlay, check_context, prepare_overlay
 from .runner import ContextRunner, RunState, accel_warning
-from .session import EndReport, Session, SessionState
+from .session import EndReport, Session, SessionState, SuspendedError, discard_suspended
 from .settings import AppSettings
 
 __all__ = [
@@ -16,8 +16,10 @@ __all__ = [
     "RunState",
     "Session",
     "SessionState",
+    "SuspendedError",
     "accel_warning",
     "address_to_url",
     "check_context",
+    "discard_suspended",
     "prepare_overlay",
 ]

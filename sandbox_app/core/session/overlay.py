@@ -39,10 +39,11 @@ class PreparedOverlay:
 
 
 
-async def prepare_overlay(paths: Paths, context: Context, image: Image,
-                          point: SnapshotPoint) -> PreparedOverlay:
-    """Create the next session's encrypted overlay on top of the context's current chain."""
-    manifest = context.manifest()
+async def prepare_overlay(paths: Paths, context: Context, image: Image, point: SnapshotPoint,
+                          manifest: Manifest | None = None) -> PreparedOverlay:
+    """Create the next session's encrypted overlay on top of the context's current chain
+    (or of ``manifest``'s: a suspended session's)."""
+    manifest = manifest or context.manifest()
     backing = (context.data_dir / manifest.layers[-1].file if manifest.layers
                else golden_point(image, point, manifest).disk)
     data = private_dir(context.data_dir)

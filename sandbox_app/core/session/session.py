@@ -128,11 +128,16 @@ class Session:
     """A running VM for a context. Use ``Session.start``; end with ``discard()``."""
 
     def __init__(self, paths: Paths, context: Context, image: Image, accel: Accel,
-                 point: SnapshotPoint, *, passphrase: str | None = None) -> None:
+                 point: SnapshotPoint, *, passphrase: str | None = None,
+                 resume: bool = False) -> None:
         self.paths = paths
         self._passphrase = passphrase
         self.vault: Vault | None = None
-        self.manifest = context.manifest()
+        suspended = context.suspended()
+        if resume and suspended is None:
+            raise BlankSlateError(f"context '{context.name}' has no suspended session")
+        self.resumed = resume  # this session continues the context's suspended one
+        self.manifest = suspended if resume and suspended is not None else context.manifest()
         self.warnings: list[str] = []
         self.context = context
         self.image = image
@@ -165,20 +170,24 @@ class Session:
     @classmethod
     async def start(cls, paths: Paths, context: Context, *, cold: bool = False,
                     prepared: PreparedOverlay | None = None, passphrase: str | None = None,
-                    progress: Progress = no_progress) -> Session:
-        """Restore ``context`` into a fresh VM (or boot it from scratch with ``cold``).
+                    resume: bool = False, progress: Progress = no_progress) -> Session:
+        """Restore ``context`` into a fresh VM (or boot it from scratch with ``cold``);
+        ``resume``: its suspended session instead (SuspendedError if it has one and
+        ``resume`` is not given: resume it, or ``discard_suspended`` first).
 
         A passphrase-protected context needs ``passphrase`` (AuthError otherwise).
         """
+        if not resume and context.suspended_path.exists():
+            raise SuspendedError(context.name)  # before any work (``run`` checks it again)
         session = await cls.standby(paths, context, cold=cold, prepared=prepared,
-                                    passphrase=passphrase, progress=progress)
+                                    passphrase=passphrase, resume=resume, progress=progress)
         await session.run(progress)
         return session
 
     @classmethod
     async def standby(cls, paths: Paths, context: Context, *, cold: bool = False,
                       prepared: PreparedOverlay | None = None, passphrase: str | None = None,
-                      progress: Progress = no_progress) -> Session:
+                      resume: bool = False, progress: Progress = no_progress) -> Session:
         """The first half of ``start``: QEMU launched on the session's disk and network,
         paused, waiting for its saved state (``-incoming defer``). ``run`` is the rest.
         A session in standby costs QEMU's own memory (the guest RAM is not touched yet) and
@@ -190,7 +199,8 @@ class Session:
             image, accel, memory_mib=context.profile.memory_mib, progress=progress
         )
         async with async_context_lock(paths, context.name):  # see contexts.lock
-            session = cls(paths, context, image, accel, point, passphrase=passphrase)
+            session = cls(paths, context, image, accel, point, passphrase=passphrase,
+                          resume=resume)
             session.journal.write(session._record)
         try:
             await session._launch(cold, prepared, progress)
@@ -203,6 +213,10 @@ class Session:
     @_while(SessionState.STANDBY)
     async def run(self, progress: Progress = no_progress) -> None:
         """Load the saved state into the waiting QEMU (or boot it) and let the guest run."""
+        if not self.resumed and self.context.suspended_path.exists():
+            await asyncio.shield(self._cleanup())
+            self.state = SessionState.ENDED
+            raise SuspendedError(self.context.name)
         self.state = SessionState.RESTORING
         try:
             await self._restore(progress)
@@ -243,7 +257,8 @@ class Session:
             prepared = None
         if prepared is None:
             progress("preparing an encrypted overlay", None)
-            prepared = await prepare_overlay(self.paths, self.context, self.image, self.point)
+            prepared = await prepare_overlay(self.paths, self.context, self.image, self.point,
+                                             self.manifest)
         self.overlay = prepared
         self._record.files = [str(prepared.path)]
         self.journal.write(self._record)
@@ -441,6 +456,8 @@ class Session:
             await self.machine.kill()
         changed = self.changed_bytes()
         wiped = await asyncio.shield(self._cleanup())
+        if self.resumed:  # what it was resumed from goes with it
+            wiped += await discard_suspended(self.paths, self.context)
         self.state = SessionState.ENDED
         return EndReport("discard", changed, wiped, time.monotonic() - t0)
 
@@ -455,7 +472,16 @@ class Session:
         async with async_context_lock(self.paths, self.context.name):  # see contexts.lock
             return await self._keep()
 
-    async def _keep(self) -> EndReport:
+    @_while(SessionState.RUNNING)
+    async def suspend(self) -> EndReport:
+        """Save this session (disk, RAM, devices: encrypted, as a keep does) without making
+        it the context's kept state: ``suspended.json`` beside ``current.json``. The next
+        start of the context resumes it (``resume=True``) or discards it first
+        (``discard_suspended``); keeping the resumed session makes it current."""
+        async with async_context_lock(self.paths, self.context.name):
+            return await self._keep(suspend=True)
+
+    async def _keep(self, *, suspend: bool = False) -> EndReport:
         """Make this session the context's new snapshot point (disk + RAM), atomically.
 
         The guest is stopped and its state saved, encrypted with the context key: its device
@@ -474,6 +500,8 @@ class Session:
         t0 = time.monotonic()
         machine, overlay = self._running_machine(), self.overlay
         assert overlay is not None  # a running session has its overlay
+        # A suspended session stays on its base generation; a keep makes the next one.
+        generation = self.manifest.generation + (0 if suspend else 1)
         if self.vault is None:  # a failure here (say, a passphrase set meanwhile): still running
             self.vault = await asyncio.to_thread(
                 Vault.open, self.paths, self.context, self._passphrase)
@@ -488,8 +516,7 @@ class Session:
         self.journal.write(self._record)
         snapshot = golden_point(self.image, self.point, self.manifest).directory.name
         kept = KeptState(state_file.name, 0, ram_file.name if ram_file else None, bound=True)
-        label = functools.partial(kept.label, self.context.name, self.manifest.generation + 1,
-                                  snapshot)
+        label = functools.partial(kept.label, self.context.name, generation, snapshot)
         with contextlib.suppress(BlankSlateError, OSError):
             await (await self.ready()).shell("sync", timeout=30)
         try:
@@ -520,15 +547,18 @@ class Session:
             layers=(*old.layers, KeptLayer(
                 overlay.path.name, vault.wrap(overlay.path.name, overlay.key.secret_text()))),
             state=kept,
-            generation=old.generation + 1,
-            kept_at=time.time(),
+            generation=generation,
+            kept_at=time.time() if not suspend else old.kept_at,
         )
+        target = self.context.suspended_path if suspend else self.context.manifest_path
         try:
-            new.save(self.context.manifest_path)  # the commit point
+            new.save(target)  # the commit point
         except DiskFullError:
             for p in written:
                 await asyncio.to_thread(secure_erase, p)
             raise
+        if self.resumed and not suspend:  # the suspended session is the kept one now
+            await asyncio.to_thread(secure_erase, self.context.suspended_path)
         self.manifest = new
         overlay.key.drop()
         self.overlay = None  # now a layer of the context: not ours to erase
@@ -536,7 +566,10 @@ class Session:
         wiped += await asyncio.to_thread(collect_garbage, self.context.data_dir,
                                          self.journal.live_files())
         self.state = SessionState.ENDED
-        report = EndReport("keep", changed, wiped, time.monotonic() - t0)
+        report = EndReport("suspend" if suspend else "keep", changed, wiped,
+                           time.monotonic() - t0)
+        if suspend:
+            return report
         others = [r for r in self.journal.records()
                   if r.context == self.context.name and r.owner_alive() and r.id != self.id]
         if needs_compaction(self.context) and not others:  # never under a running overlay
@@ -572,3 +605,23 @@ class Session:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
         self.journal.remove(self.id)
         return wiped
+
+
+class SuspendedError(BlankSlateError):
+    """The context has a suspended session: resume it or discard it before a new one."""
+
+    def __init__(self, context: str) -> None:
+        super().__init__(f"context '{context}' has a suspended session: resume it "
+                         "(--resume) or discard it (--discard-suspended)")
+        self.context = context
+
+
+async def discard_suspended(paths: Paths, context: Context) -> int:
+    """Securely erase a context's suspended session (its state and its own layers); the
+    kept state is untouched. Returns the bytes overwritten."""
+    async with async_context_lock(paths, context.name):
+        if not context.suspended_path.exists():
+            return 0
+        wiped = (await asyncio.to_thread(secure_erase, context.suspended_path)).wiped_bytes
+        return wiped + await asyncio.to_thread(collect_garbage, context.data_dir,
+                                               Journal(paths).live_files())

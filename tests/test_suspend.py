@@ -1,0 +1,93 @@
+"""Suspend and resume (real QEMU under TCG, the tiny guest, through the CLI as a user would).
+
+A suspended session is saved like a keep (encrypted device state, changed RAM pages, its
+overlay as a layer) into ``suspended.json``, beside the context's kept state, which it does
+not change. The next start resumes it or erases it first; a plain start is refused.
+"""
+
+from __future__ import annotations
+
+import json
+
+from helpers import run_cli
+
+from sandbox_app.core.storage import Paths
+
+# A process that keeps counting in RAM (tmpfs), and a file on the disk.
+COUNTER = ("mkdir -p /run/c && (grep -q ' /run/c ' /proc/mounts || mount -t tmpfs c /run/c) && "
+           "(sh -c 'echo $$ > /run/c/pid; i=0; while :; do i=$((i+1)); echo $i > /run/c/n; "
+           "sleep 0.2; done' >/dev/null 2>&1 </dev/null &); "
+           "echo on-disk > /root/marker; sync; sleep 1; cat /run/c/pid")
+CHECK = "cat /root/marker; cat /run/c/n; kill -0 $(cat /run/c/pid) && echo alive"
+
+
+def _run(context: str, *cmds: str, on_exit: str = "discard",
+         extra: tuple[str, ...] = ()) -> dict[str, object]:
+    args = ["run", context, "--headless", "--json", "--on-exit", on_exit, *extra]
+    for c in cmds:
+        args += ["--exec", c]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    out: dict[str, object] = json.loads(proc.stdout)
+    return out
+
+
+def _out(r: dict[str, object], i: int = 0) -> str:
+    return r["exec"][i]["stdout"]  # type: ignore[index,no-any-return]
+
+
+def _files(paths: Paths, context: str) -> set[str]:
+    return {p.name for p in (paths.contexts_data / context).iterdir()}
+
+
+def test_suspend_then_resume_is_exactly_where_it_was(tiny_context: str,
+                                                     tiny_paths: Paths) -> None:
+    kept_before = (tiny_paths.contexts_data / tiny_context / "current.json").read_bytes() \
+        if (tiny_paths.contexts_data / tiny_context / "current.json").exists() else None
+    _run(tiny_context, COUNTER, on_exit="suspend")
+    assert (tiny_paths.contexts_data / tiny_context / "suspended.json").exists()
+    after = (tiny_paths.contexts_data / tiny_context / "current.json")
+    assert (after.read_bytes() if after.exists() else None) == kept_before, \
+        "a suspend does not touch the kept state"
+    # A plain start is refused with one line; the context list says it is suspended.
+    refused = run_cli("run", tiny_context, "--headless", "--exec", "true")
+    assert refused.returncode != 0 and "suspended session" in refused.stderr
+    assert refused.stderr.startswith("blankslate: error:") and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, "refused before any work"
+    listed = json.loads(run_cli("context", "list", "--json").stdout)
+    assert next(r for r in listed if r["name"] == tiny_context)["suspended_at"]
+    # Resumed: the file, and the counting process still alive and counting on from there.
+    r = _run(tiny_context, CHECK, "sleep 1; cat /run/c/n", on_exit="suspend",
+             extra=("--resume",))
+    marker, n1, alive = _out(r).split()
+    assert marker == "on-disk" and alive == "alive" and int(n1) >= 5
+    assert int(_out(r, 1)) > int(n1)
+    # Suspended again, resumed again, then kept: it becomes the context's kept state.
+    _run(tiny_context, "echo second > /root/second; sync", on_exit="keep", extra=("--resume",))
+    assert not (tiny_paths.contexts_data / tiny_context / "suspended.json").exists()
+    r = _run(tiny_context, "cat /root/marker /root/second")
+    assert _out(r) == "on-disk\nsecond\n"
+
+
+def test_suspend_then_discard_leaves_nothing(tiny_context: str, tiny_paths: Paths) -> None:
+    before = _files(tiny_paths, tiny_context) if (
+        tiny_paths.contexts_data / tiny_context).exists() else set()
+    _run(tiny_context, "echo secret-marker-7f3a > /root/s; sync", on_exit="suspend")
+    assert "suspended.json" in _files(tiny_paths, tiny_context)
+    r = _run(tiny_context, "test -e /root/s && echo there || echo gone",
+             extra=("--discard-suspended",))
+    assert _out(r) == "gone\n"
+    assert _files(tiny_paths, tiny_context) == before
+    # Nothing of it in plaintext in any context's data or the runtime dir either.
+    for p in [*tiny_paths.contexts_data.rglob("*"), *tiny_paths.runtime.rglob("*")]:
+        if p.is_file() and not p.is_symlink() and p.stat().st_size < 1 << 30:
+            assert b"secret-marker-7f3a" not in p.read_bytes(), p
+
+
+def test_discarding_a_resumed_session_discards_the_suspended_one(
+        tiny_context: str, tiny_paths: Paths) -> None:
+    _run(tiny_context, "echo x > /root/x; sync", on_exit="suspend")
+    r = _run(tiny_context, "cat /root/x", on_exit="discard", extra=("--resume",))
+    assert _out(r) == "x\n"
+    assert "suspended.json" not in _files(tiny_paths, tiny_context)
+    assert _out(_run(tiny_context, "test -e /root/x && echo there || echo gone")) == "gone\n"
