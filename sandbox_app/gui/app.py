@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         app.signals.show_launcher_requested.connect(launcher.bring_up)
         app.signals.quit_requested.connect(
             lambda: confirm_quit(app, launcher, latch.release))
+        # A logout, shutdown or kill: every session is suspended (resumed at the next
+        # start), then the app exits 0. Never a traceback from a signal.
+        ending: list[bool] = []
+
+        def end_of_desktop_session() -> None:
+            ending.append(True)
+            latch.release(0)
+
+        asyncbridge.on_signals((signal.SIGTERM, signal.SIGHUP, signal.SIGINT),
+                               end_of_desktop_session)
+        qapp.commitDataRequest.connect(lambda _m: end_of_desktop_session())
         launcher.show()
         app.probe_accel()
         app.prepare_spares(first=args.open)
@@ -81,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 job.finished.connect(lambda _c: app.transfers.open_url(args.open, args.url))
         code = await latch.wait()
         launcher.hide()
-        await app.shutdown()
+        await app.shutdown(suspend=bool(ending))
         tray.hide()
         return code
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -180,6 +181,13 @@ def _run_to_end(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -
     while not task.done():
         loop.run_forever()
     return task.result()
+
+
+def on_signals(signals: tuple[signal.Signals, ...], handler: Callable[[], None]) -> None:
+    """Call ``handler`` on the loop when one of ``signals`` arrives (not in a Qt slot)."""
+    loop = asyncio.get_event_loop()
+    for sig in signals:
+        loop.add_signal_handler(sig, handler)
 
 
 class QuitLatch:

@@ -22,7 +22,7 @@ from ..core.session import AppSettings, ContextRunner, EndReport, RunState
 from ..core.storage import Paths
 from ..core.vm import Accel
 from .asyncbridge import CANCELLED, Job, JobRunner
-from .dialogs import ask, ask_passphrase, show_error
+from .dialogs import ask, ask_passphrase, ask_resume, show_error
 from .exit_dialog import ExitChoice, ExitDialog
 from .jobs import (
     BuildImageJob,
@@ -195,8 +195,9 @@ class App(QObject):
 
     # ------------------------------------------------------------------ actions
 
-    def open_context(self, name: str) -> Job | None:
-        """Start a context's session and show its window; raise the window if running."""
+    def open_context(self, name: str, resume: bool | None = None) -> Job | None:
+        """Start a context's session and show its window; raise the window if running.
+        A suspended session is resumed or discarded as ``resume`` says (None: ask)."""
         window = self.windows.get(name)
         if window is not None:
             window.showNormal()
@@ -210,8 +211,7 @@ class App(QObject):
         except BlankSlateError as exc:
             self.signals.error.emit(str(exc))
             return None
-        if profile.image not in {i.name for i in ImageStore(self.paths).list()}:
-            self._offer_build(name, profile.image)
+        if not self._may_start(name, profile.image, resume):
             return None
         runner = self.runner(name)
         runner.expire_passphrase(AppSettings.load(self.paths).passphrase_idle_minutes * 60)
@@ -220,10 +220,21 @@ class App(QObject):
             if runner.passphrase is None:
                 return None
         self.use_standby_for(name)  # the most recently used context gets the standby
-        job = StartSessionJob(runner)
+        job = StartSessionJob(runner, resume=resume)
         job.finished.connect(lambda client: self._show_session(name, profile, client))
         job.failed.connect(lambda _m: self._forget_passphrase_on_auth(name))
         return self.submit(job, f"Starting “{name}”…")
+
+    def _may_start(self, name: str, image: str, resume: bool | None) -> bool:
+        """False (and the user asked what to do) if the image is missing or the context
+        has a suspended session nobody chose to resume or discard yet."""
+        if image not in {i.name for i in ImageStore(self.paths).list()}:
+            self._offer_build(name, image)
+            return False
+        if resume is None and ContextStore(self.paths).get(name).suspended_path.exists():
+            ask_resume(name, lambda resume: self.open_context(name, resume))
+            return False
+        return True
 
     def _forget_passphrase_on_auth(self, name: str) -> None:
         # A wrong passphrase must be asked again next time, not retried forever.
@@ -341,11 +352,12 @@ class App(QObject):
                 f"Discard {', '.join(running)}? Everything they changed is securely erased.",
                 self.stop_all, name="confirmStopAll")
 
-    def stop_all(self) -> Job:
-        """Discard every session (and erase the prepared spare overlays)."""
+    def stop_all(self, *, suspend: bool = False) -> Job:
+        """Discard (or ``suspend``) every session (and erase the prepared spare overlays)."""
         for name in list(self.displays):
             self._detach_display(name)
-        job = StopAllJob(list(self.runners.values()), erase_spares=self.quitting)
+        job = StopAllJob(list(self.runners.values()), erase_spares=self.quitting,
+                         suspend=suspend)
         job.ended.connect(self._close_all_windows)
         return self.submit(job, "Securely erasing all sessions…")
 
@@ -372,13 +384,14 @@ class App(QObject):
             self.runner(profile.name).prepare_spare_soon()
         self.signals.changed.emit()
 
-    async def shutdown(self) -> None:
-        """Discard everything still running, erase spares, close windows (quit, tests)."""
+    async def shutdown(self, *, suspend: bool = False) -> None:
+        """Discard everything still running (or ``suspend`` it: a logout, SIGTERM), erase
+        spares, close windows (quit, tests)."""
         self.quitting = True
         for name in list(self.exit_dialogs):
             self.exit_dialogs.pop(name).deleteLater()
         await self.jobs.wait_all(ignore=DisplayJob)  # let keeps/erases in flight finish
-        self.stop_all()
+        self.stop_all(suspend=suspend)
         for name in list(self.displays):
             self._detach_display(name)
         await self.jobs.wait_all()

@@ -148,6 +148,30 @@ def ask_passphrase(context: str, parent: QWidget | None = None) -> str | None:
     return text if ok else None
 
 
+def ask_resume(context: str, on_choice: Callable[[bool], object],
+               parent: QWidget | None = None) -> QMessageBox:
+    """A context has a suspended session: Resume it (True), Discard it (False), or neither."""
+    box = QMessageBox(QMessageBox.Icon.Question, "Blank Slate",
+                      f"“{context}” has a suspended session.", QMessageBox.StandardButton.Cancel,
+                      parent)
+    box.setObjectName("askResume")
+    box.setInformativeText("Resume it where it was, or discard it (securely erased) and "
+                           "start a clean session?")
+    resume = box.addButton("Resume", QMessageBox.ButtonRole.AcceptRole)
+    discard = box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+    box.setDefaultButton(resume)
+
+    def chosen() -> None:
+        if box.clickedButton() is resume:
+            on_choice(True)
+        elif box.clickedButton() is discard:
+            on_choice(False)
+
+    box.finished.connect(chosen)
+    box.open()
+    return box
+
+
 def show_error(message: str, parent: QWidget | None = None) -> QMessageBox:
     """A short, non-blocking error box (a user-facing one-liner, never a traceback)."""
     box = QMessageBox(QMessageBox.Icon.Warning, "Blank Slate", message,

@@ -38,12 +38,13 @@ class StartSessionJob(Job):
 
     cancellable = True  # Session.start erases what it made if cancelled
 
-    def __init__(self, runner: ContextRunner) -> None:
+    def __init__(self, runner: ContextRunner, *, resume: bool | None = None) -> None:
         super().__init__(f"start-{runner.name}")
         self.runner = runner
+        self.resume = resume  # a suspended session: True resume it, False discard it first
 
     async def work(self) -> rfb.RfbClient:
-        session = await self.runner.start(self.report)
+        session = await self.runner.start(self.report, resume=self.resume)
         try:
             return await connect_display(session)
         except BlankSlateError:
@@ -87,18 +88,29 @@ class EndSessionJob(Job):
 
 
 class StopAllJob(Job):
-    """Discard every running session (tray "Stop all"; quitting also erases the spares)."""
+    """Discard every running session (tray "Stop all"; quitting also erases the spares), or
+    ``suspend`` each (a logout, SIGTERM): what cannot be suspended is discarded."""
 
-    def __init__(self, runners: list[ContextRunner], *, erase_spares: bool) -> None:
+    def __init__(self, runners: list[ContextRunner], *, erase_spares: bool,
+                 suspend: bool = False) -> None:
         super().__init__("stop-all")
         self.runners = runners
         self.erase_spares = erase_spares
+        self.suspend = suspend
 
     async def work(self) -> int:
         errors = 0
         for runner in self.runners:
-            self.report(f"securely erasing {runner.name}", None)
             try:
+                if self.suspend and runner.session is not None:
+                    self.report(f"suspending {runner.name}", None)
+                    try:
+                        await runner.stop(keep=False, suspend=True)
+                    except BlankSlateError:
+                        errors += 1
+                        if runner.session is not None:  # still running: never left behind
+                            await runner.stop(keep=False)
+                self.report(f"securely erasing {runner.name}", None)
                 if self.erase_spares:
                     await runner.close()
                 elif runner.session is not None:

@@ -28,7 +28,7 @@ from ..progress import Progress, no_progress
 from ..storage import Paths
 from ..vm import Accel
 from .overlay import PreparedOverlay, discard_prepared, prepare_overlay
-from .session import EndReport, Session, SessionState
+from .session import EndReport, Session, SessionState, discard_suspended
 from .settings import AppSettings, standby_allowed
 
 log = logging.getLogger(__name__)
@@ -88,14 +88,23 @@ class ContextRunner:
             self._spawn(standby.discard(), "drop-standby")
         return True
 
-    async def start(self, progress: Progress = no_progress) -> Session:
+    async def start(self, progress: Progress = no_progress, *,
+                    resume: bool | None = None) -> Session:
+        """Start a session (from the standby or spare when there is one). A context with a
+        suspended session needs ``resume``: True continues it, False erases it first."""
         if self.session is not None:
             return self.session
         self.state = RunState.STARTING
         try:
             ctx = ContextStore(self.paths).get(self.name)
-            session = await self._take_standby(ctx)
-            if session is None:
+            if resume is False:
+                progress("securely erasing the suspended session", None)
+                await discard_suspended(self.paths, ctx)
+            session = None if resume else await self._take_standby(ctx)
+            if resume:  # on the suspended chain: neither the standby nor the spare fits
+                session = await Session.standby(self.paths, ctx, passphrase=self.passphrase,
+                                                resume=True, progress=progress)
+            elif session is None:
                 session = await Session.standby(self.paths, ctx, prepared=await self._take_spare(),
                                                 passphrase=self.passphrase, progress=progress)
             await session.run(progress)
@@ -107,17 +116,21 @@ class ContextRunner:
         self.prepare_spare_soon()
         return self.session
 
-    async def stop(self, keep: bool, progress: Progress = no_progress) -> EndReport:
-        """End the session: keep its changes in the context, or securely discard them."""
+    async def stop(self, keep: bool, progress: Progress = no_progress, *,
+                   suspend: bool = False) -> EndReport:
+        """End the session: keep its changes in the context, or securely discard them —
+        or ``suspend`` it (saved apart from the kept state, resumed by the next start)."""
         session = self.session
         if session is None:
             raise BlankSlateError(f"context '{self.name}' has no running session")
-        if keep:
-            await self._cancel_spare()  # spare and standby sit on the chain the keep replaces
-        self.state = RunState.KEEPING if keep else RunState.WIPING
-        progress("keeping changes" if keep else "securely erasing", None)
+        if keep or suspend:
+            await self._cancel_spare()  # spare and standby sit on the chain a keep replaces
+        self.state = RunState.KEEPING if keep or suspend else RunState.WIPING
+        progress("suspending" if suspend else "keeping changes" if keep else "securely erasing",
+                 None)
         try:
-            report = await (session.keep() if keep else session.discard())
+            report = await (session.suspend() if suspend else session.keep() if keep
+                            else session.discard())
         except BaseException:
             # Never a hidden VM: the session runs again (the caller tells the user why), or
             # it is discarded.
