@@ -7,10 +7,16 @@ not change. The next start resumes it or erases it first; a plain start is refus
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
+import time
 
-from helpers import run_cli
+from helpers import REPO, run_cli
 
+from sandbox_app.core.contexts import ContextStore
+from sandbox_app.core.session import Session, SleepWatch
 from sandbox_app.core.storage import Paths
 
 # A process that keeps counting in RAM (tmpfs), and a file on the disk.
@@ -18,6 +24,8 @@ COUNTER = ("mkdir -p /run/c && (grep -q ' /run/c ' /proc/mounts || mount -t tmpf
            "(sh -c 'echo $$ > /run/c/pid; i=0; while :; do i=$((i+1)); echo $i > /run/c/n; "
            "sleep 0.2; done' >/dev/null 2>&1 </dev/null &); "
            "echo on-disk > /root/marker; sync; sleep 1; cat /run/c/pid")
+FILL = ("mkdir -p /run/b && mount -t tmpfs b /run/b && "
+        "dd if=/dev/urandom of=/run/b/x bs=1M count=64 2>/dev/null")
 CHECK = "cat /root/marker; cat /run/c/n; kill -0 $(cat /run/c/pid) && echo alive"
 
 
@@ -91,3 +99,59 @@ def test_discarding_a_resumed_session_discards_the_suspended_one(
     assert _out(r) == "x\n"
     assert "suspended.json" not in _files(tiny_paths, tiny_context)
     assert _out(_run(tiny_context, "test -e /root/x && echo there || echo gone")) == "gone\n"
+
+
+# ------------------------------------------------------------------ host sleep, kill -9
+
+
+def test_sleep_watch_sees_the_time_the_host_was_suspended() -> None:
+    clocks = {"boot": 100.0, "mono": 50.0}
+    watch = SleepWatch(2.0, boottime=lambda: clocks["boot"], monotonic=lambda: clocks["mono"])
+    clocks["boot"] += 5
+    clocks["mono"] += 5  # awake: both clocks run
+    assert watch.check() == 0.0
+    clocks["boot"] += 601  # asleep for ten minutes (only the boot clock ran), then 1 s
+    clocks["mono"] += 1
+    assert watch.check() == 600.0
+    assert watch.check() == 0.0
+    assert SleepWatch().check() == 0.0  # the real clocks, awake
+
+
+def test_resync_sets_the_guest_clock_again(tiny_context: str, tiny_paths: Paths) -> None:
+    async def scenario() -> tuple[int, int]:
+        s = await Session.start(tiny_paths, ContextStore(tiny_paths).get(tiny_context))
+        try:
+            await s.exec("date -s '2001-01-01 00:00:00' >/dev/null")  # as after a long sleep
+            before = int((await s.exec("date +%s")).stdout)
+            await s.resync()
+            return before, int((await s.exec("date +%s")).stdout)
+        finally:
+            await s.discard()
+
+    before, after = asyncio.run(scenario())
+    assert before < 1_000_000_000 < time.time() - 60 < after < time.time() + 60
+
+
+def test_a_kill_during_suspend_leaves_the_kept_state_and_erases_the_partial_one(
+        tiny_context: str, tiny_paths: Paths) -> None:
+    _run(tiny_context, "echo kept > /root/k; sync", on_exit="keep")
+    kept = (tiny_paths.contexts_data / tiny_context / "current.json").read_bytes()
+    files = _files(tiny_paths, tiny_context)
+    # A session that fills 64 MiB of RAM, so that its suspend takes a while; killed in it.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox_app", "run", tiny_context, "--headless",
+         "--on-exit", "suspend", "--exec", FILL], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    data = tiny_paths.contexts_data / tiny_context
+    while not any(p.name.startswith(("state-", "ram-")) and p.name not in files
+                  for p in data.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    run_cli("context", "list")  # any command recovers after the dead session first
+    assert (data / "current.json").read_bytes() == kept
+    assert not (data / "suspended.json").exists()
+    assert _files(tiny_paths, tiny_context) == files, "the partial suspend is erased"
+    assert _out(_run(tiny_context, "cat /root/k")) == "kept\n"

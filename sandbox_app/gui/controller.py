@@ -18,7 +18,7 @@ from ..core.contexts import ContextStore, ExitDefault, Profile, key_store
 from ..core.errors import BlankSlateError
 from ..core.guest import rfb
 from ..core.images import ImageStore
-from ..core.session import AppSettings, ContextRunner, EndReport, RunState
+from ..core.session import AppSettings, ContextRunner, EndReport, RunState, SleepWatch
 from ..core.storage import Paths
 from ..core.vm import Accel
 from .asyncbridge import CANCELLED, Job, JobRunner
@@ -32,6 +32,7 @@ from .jobs import (
     QuickResetJob,
     ReconnectDisplayJob,
     RemoveContextJob,
+    ResyncJob,
     StartSessionJob,
     StopAllJob,
 )
@@ -67,9 +68,10 @@ class App(QObject):
         s.build_requested.connect(self.build_image)
         s.error.connect(self._show_error)
         self.jobs.changed.connect(s.changed)
+        self.sleep_watch = SleepWatch()
         self._warning_timer = QTimer(self)
         self._warning_timer.setInterval(1000)
-        self._warning_timer.timeout.connect(self._show_warnings)
+        self._warning_timer.timeout.connect(self._tick)
         self._warning_timer.start()
 
     # ------------------------------------------------------------------ state (for views)
@@ -82,6 +84,12 @@ class App(QObject):
         runner = self.runners.get(name)
         session = runner.session if runner is not None else None
         return list(dict.fromkeys(session.warnings)) if session is not None else []
+
+    def _tick(self) -> None:
+        self._show_warnings()
+        if self.sleep_watch.check() and self.running():
+            self.submit(ResyncJob(list(self.runners.values())),
+                        "The computer slept: setting the guests' clocks and networks…")
 
     def _show_warnings(self) -> None:
         """Session warnings can come late (a lease that failed while the session settled):

@@ -22,7 +22,7 @@ from ..core.guest import (
     send_to_guest,
 )
 from ..core.images import Image, ImageStore
-from ..core.session import ContextRunner, EndReport, Session, accel_warning
+from ..core.session import ContextRunner, EndReport, Session, SessionState, accel_warning
 from ..core.storage import Paths
 from .asyncbridge import Job, in_thread
 from .format import human_bytes
@@ -118,6 +118,24 @@ class StopAllJob(Job):
             except BlankSlateError:
                 errors += 1
         return errors
+
+
+class ResyncJob(Job):
+    """After the host slept: every running guest gets its clock and network lease again."""
+
+    def __init__(self, runners: list[ContextRunner]) -> None:
+        super().__init__("resync")
+        self.runners = runners
+
+    async def work(self) -> int:
+        done = 0
+        for runner in self.runners:
+            session = runner.session
+            if session is not None and session.state is SessionState.RUNNING:
+                with contextlib.suppress(BlankSlateError):
+                    await session.resync()
+                    done += 1
+        return done
 
 
 class BuildImageJob(Job):

@@ -7,6 +7,7 @@ from .overlay import PreparedOverlay, check_context, prepare_overlay
 from .runner import ContextRunner, RunState, accel_warning
 from .session import EndReport, Session, SessionState, SuspendedError, discard_suspended
 from .settings import AppSettings
+from .sleepwatch import SleepWatch
 
 __all__ = [
     "AppSettings",
@@ -16,6 +17,7 @@ __all__ = [
     "RunState",
     "Session",
     "SessionState",
+    "SleepWatch",
     "SuspendedError",
     "accel_warning",
     "address_to_url",

@@ -366,6 +366,14 @@ class Session:
                 raise
         return self.agent
 
+    @_while(SessionState.RUNNING)
+    async def resync(self) -> None:
+        """After the host slept: set the guest clock again and renew its network lease (the
+        host may wake on another network)."""
+        agent = await self.ready()
+        await agent.set_time()
+        await self._apply_network(time.monotonic())
+
     # ---------------------------------------------------------------- use
 
     async def exec(self, command: str, timeout: float = 120.0) -> ExecResult:
