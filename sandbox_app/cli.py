@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
@@ -43,6 +44,7 @@ from .core.guest import (
 )
 from .core.images import ImageStore
 from .core.session import Session, SessionState, check_context, discard_suspended
+from .core.session.control import HOWS, ControlServer, ask, live_sessions
 from .core.storage import Paths
 from .core.vm import TCG_WARNING, Accel
 
@@ -228,7 +230,11 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
     clipboard_out: str | None = None
     opened_url = ""
     url_s: list[float] = []  # each --url: request → page drawn and still
-    try:
+    ended_by: list[str] = []  # "keep"/"discard"/"suspend" asked by `session stop`
+    ended = asyncio.Event()
+
+    async def work() -> None:
+        nonlocal shown, clipboard_out, opened_url
         agent = await session.ready()  # the agent answers, clock set, network lease applied
         for warning in session.warnings[len(shown):]:
             print(f"blankslate: warning: {warning}", file=sys.stderr)
@@ -264,6 +270,29 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
                 saved = await save_to_host(agent, downloads, item,
                                            Path(args.save_downloads))
                 transfers["saved"].append(str(saved))
+
+    async def control(request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("op") == "info":
+            return {"sessions": [{"context": ctx.name, "memory_mib": session.memory_mib,
+                                  "changed_bytes": session.changed_bytes(),
+                                  "state": session.state.value}]}
+        if request.get("op") == "stop" and request.get("context") == ctx.name \
+                and request.get("how") in HOWS:
+            ended_by.append(str(request["how"]))
+            body.cancel()
+            await ended.wait()
+            return {"ok": True}
+        raise UsageError(f"cannot {request.get('op')} '{request.get('context')}' here")
+
+    body = asyncio.ensure_future(work())
+    server = await ControlServer(paths, control).start()
+    try:
+        try:
+            await body
+        except asyncio.CancelledError:
+            if not ended_by:
+                raise
+            on_exit = ended_by[0]
         if on_exit in ("keep", "suspend"):
             report = await (session.keep() if on_exit == "keep" else session.suspend())
             for warning in session.warnings[len(shown):]:
@@ -271,6 +300,8 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
     finally:
         if session.state is not SessionState.ENDED:
             report = await asyncio.shield(session.discard())
+        ended.set()
+        await server.close()
     out = {
         "context": ctx.name,
         "launch_s": _r(session.timings.launch_s),
@@ -295,6 +326,46 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
     # Like ssh: without --json, a failing guest command is our exit status.
     failed = [r["exit_code"] for r in results if r["exit_code"] != 0]
     return int(failed[-1]) if failed else 0
+
+
+async def cmd_session_list(paths: Paths, args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    infos: dict[int, dict[str, dict[str, Any]]] = {}
+    for rec in live_sessions(paths):
+        if rec.owner_pid not in infos:
+            try:
+                reply = await ask(paths, rec.owner_pid, {"op": "info"}, timeout=10)
+                infos[rec.owner_pid] = {i["context"]: i for i in reply.get("sessions", [])}
+            except BlankSlateError:
+                infos[rec.owner_pid] = {}
+        info = infos[rec.owner_pid].get(rec.context)
+        if info is None:
+            continue  # a standby or a session still starting
+        rows.append({"context": rec.context, "pid": rec.owner_pid, "qemu_pid": rec.qemu_pid,
+                     "since": rec.started_at, "memory_mib": info.get("memory_mib"),
+                     "changed_bytes": info.get("changed_bytes"), "state": info.get("state")})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["since"]))
+        print(f"{r['context']:<16} pid {r['pid']:<8} since {since}  {r['memory_mib']} MiB  "
+              f"changed {r['changed_bytes'] / 2**20:.1f} MiB  {r['state']}")
+    return 0
+
+
+async def cmd_session_stop(paths: Paths, args: argparse.Namespace) -> int:
+    ContextStore(paths).get(args.context)
+    owners = {r.owner_pid for r in live_sessions(paths) if r.context == args.context}
+    if not owners:
+        raise UsageError(f"context '{args.context}' has no running session")
+    how = args.how or "discard"
+    for pid in owners:
+        with contextlib.suppress(BlankSlateError):  # a standby's owner holds no session
+            await ask(paths, pid, {"op": "stop", "context": args.context, "how": how})
+            print(f"{args.context}: {'kept' if how == 'keep' else how + 'ed'}")
+            return 0
+    raise BlankSlateError(f"no process answered for the session of '{args.context}'")
 
 
 def _gui(argv: list[str]) -> int:
@@ -367,6 +438,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gui", help="open the desktop app (the default)")
     g.set_defaults(func=None)
+
+    ses = sub.add_parser("session", help="sessions running now (in the app or `run`)"
+                         ).add_subparsers(dest="session_command", required=True)
+    sl = ses.add_parser("list", help="list running sessions")
+    sl.add_argument("--json", action="store_true")
+    sl.set_defaults(func=cmd_session_list)
+    st = ses.add_parser("stop", help="end a running session (default: discard)")
+    st.add_argument("context")
+    how = st.add_mutually_exclusive_group()
+    for h in HOWS:
+        how.add_argument(f"--{h}", dest="how", action="store_const", const=h)
+    st.set_defaults(func=cmd_session_stop)
+    ss = ses.add_parser("suspend", help="suspend a running session (resumed at its next start)")
+    ss.add_argument("context")
+    ss.set_defaults(func=cmd_session_stop, how="suspend")
 
     r = sub.add_parser("run", help="start a session of a context")
     r.add_argument("context")

@@ -68,3 +68,59 @@ def test_a_signal_suspends_every_session_and_the_app_exits_0(
     r = run_cli("run", "s1", "--headless", "--json", "--resume", "--exec", "echo resumed")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["exec"][0]["stdout"] == "resumed\n"
+
+
+def _listed(context: str) -> dict[str, object] | None:
+    r = run_cli("session", "list", "--json")
+    assert r.returncode == 0, r.stderr
+    rows: list[dict[str, object]] = json.loads(r.stdout)
+    return next((row for row in rows if row["context"] == context), None)
+
+
+def _wait_listed(context: str, proc: subprocess.Popen[str]) -> dict[str, object]:
+    deadline = time.monotonic() + 120
+    while (row := _listed(context)) is None or row["state"] != "running":
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the session was never listed"
+        time.sleep(0.5)
+    return row
+
+
+def test_session_list_and_suspend_reach_a_run_in_another_process(
+        tiny_context: str, tiny_paths: Paths) -> None:
+    run = subprocess.Popen(
+        [sys.executable, "-m", "sandbox_app", "run", tiny_context, "--headless", "--json",
+         "--exec", "echo before > /root/b; sync; sleep 120"], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    row = _wait_listed(tiny_context, run)
+    assert row["pid"] == run.pid and row["memory_mib"] and row["changed_bytes"] is not None
+    time.sleep(2)  # the command is running
+    r = run_cli("session", "suspend", tiny_context)
+    assert r.returncode == 0 and "suspended" in r.stdout, r.stderr
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    assert json.loads(out)["on_exit"] == "suspend"
+    assert (tiny_paths.contexts_data / tiny_context / "suspended.json").exists()
+    assert _listed(tiny_context) is None
+    r = run_cli("session", "stop", tiny_context)
+    assert r.returncode != 0 and "no running session" in r.stderr
+    r = run_cli("run", tiny_context, "--headless", "--json", "--resume", "--exec", "cat /root/b")
+    assert json.loads(r.stdout)["exec"][0]["stdout"] == "before\n"
+
+
+def test_session_stop_keep_reaches_the_app(tiny_paths: Paths) -> None:
+    ContextStore(tiny_paths).create(Profile(name="s2", image="tiny"))
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    app = subprocess.Popen([sys.executable, "-m", "sandbox_app", "run", "s2"], cwd=REPO,
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_listed("s2", app)
+        r = run_cli("session", "stop", "s2", "--keep")
+        assert r.returncode == 0 and "kept" in r.stdout, r.stderr
+        manifest = json.loads((tiny_paths.contexts_data / "s2" / "current.json").read_text())
+        assert manifest["generation"] == 1 and app.poll() is None, "kept; the app goes on"
+        assert _listed("s2") is None
+    finally:
+        app.send_signal(signal.SIGTERM)
+        _, err = app.communicate(timeout=60)
+    assert app.returncode == 0, err

@@ -17,6 +17,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QSystemTrayIcon, QWidget
 
 from ..core.contexts import ContextStore, Journal
+from ..core.session.control import ControlServer
 from ..core.storage import Paths
 from . import asyncbridge
 from .controller import App
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncbridge.on_signals((signal.SIGTERM, signal.SIGHUP, signal.SIGINT),
                                end_of_desktop_session)
         qapp.commitDataRequest.connect(lambda _m: end_of_desktop_session())
+        control = await ControlServer(paths, app.control).start()
         launcher.show()
         app.probe_accel()
         app.prepare_spares(first=args.open)
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 job.finished.connect(lambda _c: app.transfers.open_url(args.open, args.url))
         code = await latch.wait()
         launcher.hide()
+        await control.close()
         await app.shutdown(suspend=bool(ending))
         tray.hide()
         return code

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtWidgets import QProgressDialog
 
 from ..core.contexts import ContextStore, ExitDefault, Profile, key_store
-from ..core.errors import BlankSlateError
+from ..core.errors import BlankSlateError, UsageError
 from ..core.guest import rfb
 from ..core.images import ImageStore
 from ..core.session import AppSettings, ContextRunner, EndReport, RunState, SleepWatch
+from ..core.session.control import HOWS
 from ..core.storage import Paths
 from ..core.vm import Accel
 from .asyncbridge import CANCELLED, Job, JobRunner
@@ -342,6 +344,28 @@ class App(QObject):
         if window is not None:
             window.close_for_real()
             window.deleteLater()
+
+    async def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``blankslate session list/stop/suspend`` from another process (session.control)."""
+        if request.get("op") == "info":
+            return {"sessions": [
+                {"context": n, "memory_mib": r.session.memory_mib,
+                 "changed_bytes": r.session.changed_bytes(), "state": r.session.state.value}
+                for n, r in self.runners.items()
+                if r.session is not None and r.state is RunState.RUNNING]}
+        name, how = str(request.get("context")), request.get("how")
+        if request.get("op") != "stop" or how not in HOWS:
+            raise UsageError(f"unknown request {request.get('op')!r}")
+        if self.state(name) is not RunState.RUNNING:
+            raise UsageError(f"“{name}” has no running session in this app")
+        self._detach_display(name)
+        try:
+            report = await self.runner(name).stop(keep=how == "keep", suspend=how == "suspend")
+        except BlankSlateError:
+            self._on_end_failed(name)
+            raise
+        self._on_ended(name, report)
+        return {"ok": True}
 
     def _on_end_failed(self, name: str) -> None:
         window = self.windows.get(name)

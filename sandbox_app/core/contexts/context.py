@@ -10,8 +10,10 @@ switched atomically, so a context is always either its old or its new state.
 from __future__ import annotations
 
 import builtins
+import fcntl
 import ipaddress
 import json
+import os
 import re
 import time
 import tomllib
@@ -324,10 +326,19 @@ class ContextStore:
         marker = self.paths.config / ".initialized"
         if marker.exists():
             return
-        for name, color in DEFAULT_CONTEXTS.items():
-            if not self._profile_path(name).exists():
-                self.create(Profile(name=name, color=color))
-        atomic_write_bytes(marker, b"")
+        private_dir(self.paths.config)
+        # Two commands started at once on a fresh home (the app and the CLI) take turns.
+        fd = os.open(self.paths.config / ".initialized.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if marker.exists():
+                return
+            for name, color in DEFAULT_CONTEXTS.items():
+                if not self._profile_path(name).exists():
+                    self.create(Profile(name=name, color=color))
+            atomic_write_bytes(marker, b"")
+        finally:
+            os.close(fd)
 
     def create(self, profile: Profile) -> Context:
         profile.validate()

@@ -448,6 +448,13 @@ class Session:
     def vnc_path(self) -> Path:
         return self.runtime_dir / "vnc.sock"
 
+    @property
+    def memory_mib(self) -> int:
+        """The guest's RAM size."""
+        if self.machine is not None:
+            return self.machine.spec.memory_mib
+        return self.context.profile.memory_mib or 0
+
     def changed_bytes(self) -> int:
         """Bytes the session has written so far (the overlay's growth on the host)."""
         if self.overlay is None:
