@@ -354,6 +354,10 @@ class App(QObject):
                 for n, r in self.runners.items()
                 if r.session is not None and r.state is RunState.RUNNING]}
         name, how = str(request.get("context")), request.get("how")
+        if request.get("op") == "open":  # as if the user clicked Start / Open
+            ContextStore(self.paths).get(name)
+            self.open_context(name)
+            return {"ok": True}
         if request.get("op") != "stop" or how not in HOWS:
             raise UsageError(f"unknown request {request.get('op')!r}")
         if self.state(name) is not RunState.RUNNING:

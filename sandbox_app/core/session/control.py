@@ -8,6 +8,7 @@ runtime dir: only this user; no TCP). One JSON line in, one JSON line out:
                                                "changed_bytes", "state"}, ...]}
     {"op": "stop", "context": C, "how": "keep" | "discard" | "suspend"}
                                            → {"ok": true} or {"error": "one line"}
+    {"op": "open", "context": C}           → (the app) starts it or raises its window
 """
 
 from __future__ import annotations
