@@ -108,8 +108,8 @@ async def main() -> None:
             store.create(Profile(name=name, image=args.image, network=Network.NONE))
         rows: dict[str, list[float]] = {}
         for _ in range(args.rounds):
-            for k, v in (await engine_round(paths, "one")).items():
-                rows.setdefault(k, []).append(v)
+            for k, t in (await engine_round(paths, "one")).items():
+                rows.setdefault(k, []).append(t)
         exit_s = await asyncio.to_thread(app_logout, paths, ["one", "two"])
         for name in ("one", "two"):
             await discard_suspended(paths, store.get(name))

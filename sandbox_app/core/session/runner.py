@@ -101,9 +101,10 @@ class ContextRunner:
                 progress("securely erasing the suspended session", None)
                 await discard_suspended(self.paths, ctx)
             session = None if resume else await self._take_standby(ctx)
-            if resume:  # on the suspended chain: neither the standby nor the spare fits
-                session = await Session.standby(self.paths, ctx, passphrase=self.passphrase,
-                                                resume=True, progress=progress)
+            if resume:  # on the suspended chain: the spare, if it was made there
+                session = await Session.standby(self.paths, ctx, prepared=await self._take_spare(),
+                                                passphrase=self.passphrase, resume=True,
+                                                progress=progress)
             elif session is None:
                 session = await Session.standby(self.paths, ctx, prepared=await self._take_spare(),
                                                 passphrase=self.passphrase, progress=progress)
@@ -230,8 +231,12 @@ class ContextRunner:
                 if free.f_bavail * free.f_frsize < SPARE_MIN_FREE:
                     log.info("%s: short of disk space, no spare overlay", self.name)
                     return
-                self._spare = await prepare_overlay(self.paths, ctx, image, point)
-                await self._launch_standby(ctx)
+                # A suspended session is most likely resumed next: the spare goes on its chain
+                # (and no standby: it would sit on the kept one).
+                suspended = await asyncio.to_thread(ctx.suspended)
+                self._spare = await prepare_overlay(self.paths, ctx, image, point, suspended)
+                if suspended is None:
+                    await self._launch_standby(ctx)
         except (BlankSlateError, OSError) as exc:
             log.warning("%s: could not prepare the next overlay: %s", self.name, exc)
         finally:
