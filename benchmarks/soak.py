@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import signal
@@ -32,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from _home import bench_home  # noqa: E402
 
-from sandbox_app.core.contexts import ContextStore, Profile  # noqa: E402
+from sandbox_app.core.contexts import ContextStore, Profile, files_in_use  # noqa: E402
 from sandbox_app.core.images import ImageStore  # noqa: E402
 from sandbox_app.core.storage import Paths  # noqa: E402
 
@@ -103,12 +102,7 @@ def check_invariants(paths: Paths, contexts: list[str]) -> None:
             continue
         ctx_dir = data / name
         if ctx_dir.is_dir():
-            manifest = json.loads((ctx_dir / "current.json").read_text()) \
-                if (ctx_dir / "current.json").exists() else {"layers": [], "state": None}
-            referenced = {x["file"] for x in manifest["layers"]} | {"current.json"}
-            state = manifest["state"] or {}
-            referenced |= {state[k] for k in ("file", "ram") if state.get(k)}
-            extra = {p.name for p in ctx_dir.iterdir()} - referenced
+            extra = {p.name for p in ctx_dir.iterdir()} - files_in_use(ctx_dir)
             assert not extra, f"{name}: unreferenced files {extra}"
         check = cli("context", "check", name)
         assert check.returncode == 0, f"{name}: check failed: {check.stderr.strip()[-200:]}"

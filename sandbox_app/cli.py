@@ -45,6 +45,7 @@ from .core.guest import (
 from .core.images import ImageStore
 from .core.session import Session, SessionState, check_context, discard_suspended
 from .core.session.control import HOWS, ControlServer, ask, live_sessions
+from .core.session.updates import image_note, reset_context, update_image
 from .core.storage import Paths
 from .core.vm import TCG_WARNING, Accel
 
@@ -96,6 +97,25 @@ async def cmd_image_build(paths: Paths, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_image_update(paths: Paths, args: argparse.Namespace) -> int:
+    progress = _StderrProgress()
+    t0 = time.monotonic()
+    try:
+        image = await update_image(paths, args.name, progress)
+    finally:
+        progress.done()
+    print(f"image '{image.name}' updated in {time.monotonic() - t0:.1f}s; kept contexts stay "
+          "on their earlier image until 'blankslate context reset NAME'", file=sys.stderr)
+    return 0
+
+
+async def cmd_context_reset(paths: Paths, args: argparse.Namespace) -> int:
+    wiped = await reset_context(paths, args.name)
+    print(f"context '{args.name}' starts fresh on its image ({wiped} bytes securely erased; "
+          "its persistent folder is kept)", file=sys.stderr)
+    return 0
+
+
 async def cmd_image_list(paths: Paths, args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for image in ImageStore(paths).list():
@@ -112,11 +132,22 @@ async def cmd_image_list(paths: Paths, args: argparse.Namespace) -> int:
     return 0
 
 
+def _size_mib(text: str) -> int:
+    """``1G``, ``512M``, ``512`` (MiB) or ``0`` → MiB."""
+    units = {"M": 1, "G": 1024, "T": 1024 * 1024}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    try:
+        return int(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
+    except ValueError:
+        raise UsageError(f"invalid size '{text}': use e.g. 512M, 1G or 0") from None
+
+
 async def cmd_context_create(paths: Paths, args: argparse.Namespace) -> int:
     profile = Profile(
         name=args.name, image=args.image, memory_mib=args.memory,
         network=Network(args.network), on_exit=ExitDefault(args.on_exit),
         clipboard=ClipboardPolicy(args.clipboard), dns=parse_dns(args.dns),
+        data_mib=_size_mib(args.data_size),
         **({"search": args.search} if args.search else {}),
     )
     if args.color:
@@ -129,17 +160,22 @@ async def cmd_context_create(paths: Paths, args: argparse.Namespace) -> int:
 async def cmd_context_list(paths: Paths, args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     contexts, broken = ContextStore(paths).scan()
+    images = {i.name: i for i in ImageStore(paths).list()}
     for ctx in contexts:
         p = ctx.profile
         m = ctx.manifest()
+        image = images.get(p.image)
         rows.append({"name": p.name, "image": p.image, "color": p.color,
                      "memory_mib": p.memory_mib, "network": p.network.value,
                      "on_exit": p.on_exit.value, "clipboard": p.clipboard.value,
                      "dns": list(p.dns) or "host", "search": p.search,
+                     "data_mib": p.data_mib,
                      "size_bytes": ctx.size_bytes(),
                      "kept_at": m.kept_at,
                      "suspended_at": (ctx.suspended_path.stat().st_mtime
-                                      if ctx.suspended_path.exists() else None)})
+                                      if ctx.suspended_path.exists() else None),
+                     "image_built_at": image.built_at if image else None,
+                     "image_note": image_note(ctx, image) if image else "image not built"})
     rows += [{"name": b.name, "broken": b.reason} for b in broken]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -151,7 +187,8 @@ async def cmd_context_list(paths: Paths, args: argparse.Namespace) -> int:
             print(f"{r['name']:<16} {r['image']:<8} {r['color']}  {r['network']:<8} "
                   f"exit={r['on_exit']:<7} clipboard={r['clipboard']:<13} "
                   f"{r['size_bytes'] / 2**20:.1f} MiB"
-                  f"{'  (suspended session)' if r['suspended_at'] else ''}")
+                  f"{'  (suspended session)' if r['suspended_at'] else ''}"
+                  f"{'  ' + r['image_note'] if r['image_note'] else ''}")
     return 0
 
 
@@ -397,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("name", choices=["tiny", "browser"])
     b.add_argument("--force", action="store_true", help="rebuild even if present")
     b.set_defaults(func=cmd_image_build)
+    up = img.add_parser("update", help="rebuild an image with current packages (sessions "
+                        "go on; kept contexts stay on the earlier build until reset)")
+    up.add_argument("name", choices=["tiny", "browser"])
+    up.set_defaults(func=cmd_image_update)
     ls = img.add_parser("list", help="list built images")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_image_list)
@@ -408,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--image", default="browser")
     c.add_argument("--color", help="frame color, #RRGGBB")
     c.add_argument("--memory", type=int, metavar="MIB", help="guest RAM (default: image's)")
+    c.add_argument("--data-size", default="1G", metavar="SIZE",
+                   help="the persistent folder (sparse; 0: none; default: %(default)s)")
     c.add_argument("--network", choices=[n.value for n in Network], default="internet")
     c.add_argument("--on-exit", choices=[e.value for e in ExitDefault], default="ask")
     c.add_argument("--clipboard", choices=[v.value for v in ClipboardPolicy],
@@ -423,6 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     cl = ctx.add_parser("list", help="list contexts")
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_context_list)
+    rs = ctx.add_parser("reset", help="start a context fresh on its image's current build "
+                        "(drops its kept session state, keeps its persistent folder)")
+    rs.add_argument("name")
+    rs.set_defaults(func=cmd_context_reset)
     cr = ctx.add_parser("remove", help="remove a context and securely erase its data")
     cr.add_argument("name")
     cr.set_defaults(func=cmd_context_remove)

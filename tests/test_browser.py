@@ -73,3 +73,17 @@ def test_clipboard_round_trip_through_the_kiosk_wayland_clipboard(browser_paths:
                    "--clipboard-out", timeout=900)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["clipboard"] == "héllo\tfrom host"  # wl-copy → wl-paste
+
+
+def test_the_persistent_folder_is_the_browser_users_and_outlives_the_session(
+        web: str) -> None:
+    """In the browser image it is ``/home/browser/Persistent``, owned by the user Firefox
+    runs as (its file dialogs show it); a file saved there is in the next session."""
+    write = ("stat -c '%U' /home/browser/Persistent; "
+             "su -s /bin/sh browser -c 'echo statement > /home/browser/Persistent/s.txt'")
+    proc = run_cli("run", web, "--headless", "--json", "--exec", write, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["exec"][0]["stdout"] == "browser\n"
+    proc = run_cli("run", web, "--headless", "--json", "--exec",
+                   "cat /home/browser/Persistent/s.txt", timeout=900)
+    assert json.loads(proc.stdout)["exec"][0]["stdout"] == "statement\n"

@@ -51,10 +51,11 @@ def test_two_keeps_stack_layers(tiny_context: str, tiny_paths: Paths) -> None:
     manifest = json.loads((tiny_paths.contexts_data / tiny_context / "current.json").read_text())
     assert manifest["generation"] == 2
     names = {p.name for p in (tiny_paths.contexts_data / tiny_context).iterdir()}
-    # Only what the manifest references is left: the first keep's RAM state was erased.
+    # Only what the manifest references is left (and the persistent folder): the first
+    # keep's RAM state was erased.
     state = manifest["state"]
     referenced = {layer["file"] for layer in manifest["layers"]} | {state["file"], state["ram"]}
-    assert names == referenced | {"current.json"}
+    assert names == referenced | {"current.json", "persistent.qcow2", "persistent.key"}
 
 
 def _grep_tree(root: Path, needle: bytes) -> list[Path]:
@@ -122,12 +123,15 @@ def test_a_rebuilt_snapshot_point_never_breaks_kept_contexts(tiny_context: str,
     tiny_paths.images.unlink()
     shutil.copytree(shared, tiny_paths.images)
     _run(tiny_context, "echo mine > /root/mine; sync", on_exit="keep")
-    state = next(tiny_paths.images.glob("tiny/snapshots/*/state.bin"))
+    kept_on = json.loads((tiny_paths.contexts_data / tiny_context / "current.json").read_text()
+                         )["snapshot"]
+    points = len(list(tiny_paths.images.glob("tiny/snapshots/*/golden.qcow2")))
+    state = tiny_paths.images / "tiny" / "snapshots" / kept_on / "state.bin"
     state.chmod(0o644)
     state.write_bytes(b"corrupt")
     assert run_cli("context", "create", "fresh", "--image", "tiny").returncode == 0
     # The rebuilt point (a new directory) restores, and holds nothing of t1's.
     assert _out(_run("fresh", "ls /root/mine || echo absent")) == "absent\n"
-    assert len(list(tiny_paths.images.glob("tiny/snapshots/*/golden.qcow2"))) == 2
+    assert len(list(tiny_paths.images.glob("tiny/snapshots/*/golden.qcow2"))) == points + 1
     assert _out(_run(tiny_context, "cat /root/mine")) == "mine\n"
     assert run_cli("context", "check", tiny_context).returncode == 0

@@ -139,6 +139,12 @@ def test_standby_qemu_waits_for_the_start_and_never_outlives_the_runner(
 
 def test_a_failed_keep_leaves_the_session_running_or_discarded_never_hidden(
         tiny_paths: Paths, tiny_context: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without a persistent folder the session opens the context's key only to keep.
+    store = ContextStore(tiny_paths)
+    profile = store.get(tiny_context).profile
+    profile.data_mib = 0
+    store.save(profile)
+
     async def scenario() -> None:
         runner = ContextRunner(tiny_paths, tiny_context)
         session = await runner.start()
@@ -174,6 +180,8 @@ def test_two_keeps_of_one_context_never_both_commit(tiny_paths: Paths, tiny_cont
         ctx = ContextStore(tiny_paths).get(tiny_context)
         a = await Session.start(tiny_paths, ctx)
         b = await Session.start(tiny_paths, ctx)
+        # One persistent folder, one writer: the second session runs without it, and says so.
+        assert any("persistent folder is open in another session" in w for w in b.warnings)
         await a.exec("echo a > /root/who; sync")
         await b.exec("echo b > /root/who; sync")
         results = await asyncio.gather(a.keep(), b.keep(), return_exceptions=True)

@@ -45,7 +45,9 @@ def _out(r: dict[str, object], i: int = 0) -> str:
 
 
 def _files(paths: Paths, context: str) -> set[str]:
-    return {p.name for p in (paths.contexts_data / context).iterdir()}
+    """The context's session state files (its persistent folder aside)."""
+    return {p.name for p in (paths.contexts_data / context).iterdir()} - {
+        "persistent.qcow2", "persistent.key"}
 
 
 def test_suspend_then_resume_is_exactly_where_it_was(tiny_context: str,

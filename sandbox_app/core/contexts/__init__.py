@@ -14,6 +14,7 @@ from .context import (
     Manifest,
     Network,
     Profile,
+    files_in_use,
     parse_dns,
 )
 from .journal import Journal, SessionRecord, collect_garbage, process_start_time
@@ -38,6 +39,7 @@ __all__ = [
     "collect_garbage",
     "compact",
     "context_lock",
+    "files_in_use",
     "key_store",
     "needs_compaction",
     "parse_dns",

@@ -37,8 +37,8 @@ async def compact(context: Context, image: Image, vault: Vault,
     steps = len(manifest.layers) - 1
     for step in range(steps):
         progress(f"{context.name}: compacting disk layers", step / max(steps, 1))
-        golden = image.snapshot_dir(manifest.snapshot).disk
-        chain = [Layer(image.base), Layer(golden)] + [
+        point = image.snapshot_dir(manifest.snapshot)
+        chain = [Layer(point.base_files(image.directory)[2]), Layer(point.disk)] + [
             Layer(context.data_dir / e.file, vault.unwrap(e.file, e.key))
             for e in manifest.layers
         ]

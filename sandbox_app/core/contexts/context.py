@@ -90,6 +90,7 @@ class Profile:
     clipboard: ClipboardPolicy = ClipboardPolicy.HOST_TO_GUEST
     dns: tuple[str, ...] = ()  # empty: the host's resolvers
     search: str = DEFAULT_SEARCH
+    data_mib: int = 1024  # the persistent folder's size (sparse); 0: none
     created_at: float = field(default_factory=time.time)
 
     def validate(self) -> Profile:
@@ -99,6 +100,8 @@ class Profile:
             raise UsageError(f"invalid color '{self.color}': use #RRGGBB")
         if self.memory_mib is not None and not 64 <= self.memory_mib <= 65536:
             raise UsageError("memory must be between 64 and 65536 MiB")
+        if self.data_mib != 0 and not 16 <= self.data_mib <= 16 * 1024 * 1024:
+            raise UsageError("the persistent folder must be 0 (none) or 16 MiB to 16 TiB")
         self.dns = parse_dns(self.dns)
         if (not self.search.startswith(("https://", "http://")) or "%s" not in self.search
                 or len(self.search) > 512 or any(ord(c) < 0x21 for c in self.search)):
@@ -129,6 +132,7 @@ class Profile:
                 clipboard=ClipboardPolicy(d.get("clipboard", "host-to-guest")),
                 dns=parse_dns(d.get("dns", "host")),
                 search=str(d.get("search", DEFAULT_SEARCH)),
+                data_mib=int(_typed(d.get("data_mib", 1024), int)),
                 created_at=float(d.get("created_at", 0.0)),
             ).validate()
         except (ValueError, TypeError, OverflowError, tomllib.TOMLDecodeError,
@@ -242,12 +246,14 @@ class Manifest:
 
 
 CURRENT, SUSPENDED = "current.json", "suspended.json"
+VOLUME, VOLUME_KEY = "persistent.qcow2", "persistent.key"
 
 
 def files_in_use(context_dir: Path) -> set[str]:
     """The files a context's data dir must keep: its manifest, a suspended session's, and
-    everything either references (BlankSlateError if one cannot be read)."""
-    names = {CURRENT, SUSPENDED}
+    everything either references, and its persistent folder's volume and key
+    (BlankSlateError if a manifest cannot be read)."""
+    names = {CURRENT, SUSPENDED, VOLUME, VOLUME_KEY}
     for name in (CURRENT, SUSPENDED):
         if (context_dir / name).exists():
             names |= Manifest.load(context_dir / name, "").referenced_files()
@@ -294,6 +300,15 @@ class Context:
 
     def manifest(self) -> Manifest:
         return Manifest.load(self.manifest_path, self.profile.image)
+
+    @property
+    def volume_path(self) -> Path:
+        """The persistent folder: a LUKS qcow2 attached to every session of the context."""
+        return self.data_dir / VOLUME
+
+    @property
+    def volume_key_path(self) -> Path:
+        return self.data_dir / VOLUME_KEY
 
     @property
     def suspended_path(self) -> Path:

@@ -136,6 +136,12 @@ class Journal:
                 if locked:
                     log.info("erasing the data of removed context %s", ctx_dir.name)
                     erase_tree(ctx_dir)
+        # Control sockets (session.control) of processes that died without closing them.
+        for sock in (self.paths.runtime.glob("control-*.sock")
+                     if self.paths.runtime.is_dir() else ()):
+            pid = sock.stem.removeprefix("control-")
+            if pid.isdigit() and process_start_time(int(pid)) is None:
+                sock.unlink(missing_ok=True)
         keys = key_store(self.paths)
         for key_file in keys.directory.glob("*.key.json"):
             name = key_file.name.removesuffix(".key.json")

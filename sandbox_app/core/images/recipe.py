@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import ImageError
@@ -76,6 +76,12 @@ class Recipe:
     clipboard_set_command: tuple[str, ...] = ()  # text on stdin; empty: no clipboard
     clipboard_get_command: tuple[str, ...] = ()  # text on stdout
     network_command: str = ""  # (re)applies the network after a restore; empty: none
+
+    @property
+    def persistent_dir(self) -> str:
+        """Where the guest mounts the context's persistent folder: ``Persistent`` beside
+        the downloads folder, in the same home (the browser's file dialogs show it)."""
+        return str(PurePosixPath(self.downloads_dir).parent / "Persistent")
 
     @classmethod
     def load(cls, path: Path) -> Recipe:

@@ -18,6 +18,8 @@ from ..storage import atomic_write_json, fsync_dir, private_dir
 from ..vm import Accel, Layer, MachineSpec, QemuMachine, create_overlay, qemu_version, virtual_size
 from .recipe import sha256_file
 
+RETIRED_BASE = "base"  # in a retired point's directory: the build it was made from
+
 
 @dataclass(frozen=True)
 class SnapshotPoint:
@@ -37,6 +39,17 @@ class SnapshotPoint:
     @property
     def state(self) -> Path:
         return self.directory / "state.bin"
+
+    @property
+    def retired(self) -> bool:
+        """Made from an earlier build of its image, whose base files it now carries itself
+        (kept contexts still sit on it): see ``ImageStore.update``."""
+        return (self.directory / RETIRED_BASE / "root.qcow2").exists()
+
+    def base_files(self, image_dir: Path) -> tuple[Path, Path, Path]:
+        """(kernel, initrd, root disk) this point was made from."""
+        d = self.directory / RETIRED_BASE if self.retired else image_dir
+        return d / "vmlinuz", d / "initrd.img", d / "root.qcow2"
 
     def verify(self) -> None:
         """Cheap check before each restore: files present, device state checksum right."""

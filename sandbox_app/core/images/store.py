@@ -42,7 +42,7 @@ from ..vm import (
     qemu_version,
 )
 from .recipe import RECIPES, Recipe, recipe_digest, recipes_dir, sha256_file
-from .snapshot import SnapshotPoint, make_snapshot_point
+from .snapshot import RETIRED_BASE, SnapshotPoint, make_snapshot_point
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ class Image:
     def machine_spec(self, memory_mib: int | None = None, **kw: Any) -> MachineSpec:
         r = self.recipe
         return MachineSpec(
-            kernel=self.kernel,
-            initrd=self.initrd,
+            kernel=kw.pop("kernel", self.kernel),
+            initrd=kw.pop("initrd", self.initrd),
             append=r.append,
             memory_mib=memory_mib or r.memory_mib,
             cpus=r.cpus,
@@ -109,9 +109,25 @@ class Image:
             (int(d.name.rsplit("-", 1)[1]), d)
             for d in (self.directory / "snapshots").glob(f"{identity[:16]}-*")
             if d.is_dir() and d.name.rsplit("-", 1)[1].isdigit()
+            and not SnapshotPoint(d, identity).retired
         )
-        directory = builds[-1][1] if builds else self.directory / "snapshots" / f"{identity[:16]}-1"
-        return SnapshotPoint(directory, identity)
+        if builds:
+            return SnapshotPoint(builds[-1][1], identity)
+        # The first for this build: after every number a retired point has taken.
+        taken = [int(d.name.rsplit("-", 1)[1])
+                 for d in (self.directory / "snapshots").glob(f"{identity[:16]}-*")
+                 if d.name.rsplit("-", 1)[1].isdigit()]
+        n = max(taken, default=0) + 1
+        return SnapshotPoint(self.directory / "snapshots" / f"{identity[:16]}-{n}", identity)
+
+    def points(self) -> list[SnapshotPoint]:
+        """Every snapshot point of this image (current and retired)."""
+        return [self.snapshot_dir(d.name) for d in sorted((self.directory / "snapshots").glob("*"))
+                if d.is_dir() and not d.name.endswith(".tmp")]
+
+    @property
+    def built_at(self) -> float:
+        return float(self.manifest().get("built_at", 0.0))
 
     def snapshot_dir(self, name: str) -> SnapshotPoint:
         """A snapshot point by directory name (as a context manifest records it)."""
@@ -234,6 +250,7 @@ class ImageStore:
         })
         old = self.root / f".{name}.old"
         if target.exists():
+            _retire_points(target, work)
             shutil.rmtree(old, ignore_errors=True)
             target.rename(old)
         work.rename(target)
@@ -273,6 +290,28 @@ class ImageStore:
                 point, spec, accel, base=image.base, name=image.name,
                 ready_command=image.recipe.ready_command, runtime=self.paths.runtime,
                 progress=progress)
+
+
+def _retire_points(old: Path, new: Path) -> None:
+    """Before a rebuild replaces ``old``: each of its snapshot points moves into ``new`` with
+    the base files it was made from (hard links: no copy), so kept contexts on it still
+    start exactly where they were. Unused ones are collected later (``collect_points``)."""
+    private_dir(new / "snapshots")
+    for point in sorted((old / "snapshots").glob("*")):
+        if not point.is_dir() or point.name.endswith(".tmp"):
+            continue
+        base = point / RETIRED_BASE
+        if not (base / "root.qcow2").exists():
+            private_dir(base)
+            for f in _BASE_FILES:
+                (base / f).unlink(missing_ok=True)
+                try:
+                    os.link(old / f, base / f)
+                except OSError:  # another file system: a copy
+                    shutil.copy2(old / f, base / f)
+            fsync_dir(base)
+        point.rename(new / "snapshots" / point.name)
+    fsync_dir(new / "snapshots")
 
 
 def is_built(target: Path, name: str) -> bool:

@@ -81,7 +81,8 @@ def golden_point(image: Image, point: SnapshotPoint, manifest: Manifest) -> Snap
 def read_only_chain(context: Context, image: Image, point: SnapshotPoint, manifest: Manifest,
            vault: Vault | None) -> list[Layer]:
     """Read-only layers under the session overlay, bottom first, with their keys."""
-    layers = [Layer(image.base), Layer(golden_point(image, point, manifest).disk)]
+    golden = golden_point(image, point, manifest)
+    layers = [Layer(golden.base_files(image.directory)[2]), Layer(golden.disk)]
     for entry in manifest.layers:
         assert vault is not None
         layers.append(Layer(context.data_dir / entry.file, vault.unwrap(entry.file, entry.key)))

@@ -30,6 +30,7 @@ from ..vm import Accel
 from .overlay import PreparedOverlay, discard_prepared, prepare_overlay
 from .session import EndReport, Session, SessionState, discard_suspended
 from .settings import AppSettings, standby_allowed
+from .volume import prepare_volume
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +238,9 @@ class ContextRunner:
                 self._spare = await prepare_overlay(self.paths, ctx, image, point, suspended)
                 if suspended is None:
                     await self._launch_standby(ctx)
+                if self.passphrase is not None or not key_store(self.paths).is_protected(
+                        self.name):
+                    await prepare_volume(self.paths, ctx, self.passphrase)
         except (BlankSlateError, OSError) as exc:
             log.warning("%s: could not prepare the next overlay: %s", self.name, exc)
         finally:

@@ -55,6 +55,7 @@ from ..progress import Progress, no_progress
 from ..storage import Paths, private_dir, secure_erase
 from ..vm import (
     Accel,
+    DataInUseError,
     Layer,
     QemuMachine,
     allocated_bytes,
@@ -69,6 +70,7 @@ from .overlay import (
     prepare_overlay,
     read_only_chain,
 )
+from .volume import ensure_volume, mount_script, unmount_script, volume_tmp_path
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,7 @@ class Session:
         self._settling: asyncio.Task[None] | None = None
         self.overlay: PreparedOverlay | None = None
         self.network: network.NetworkBackend | None = None
+        self.data: Layer | None = None  # the context's persistent volume, attached at restore
         self.journal = Journal(paths)
         self._record = SessionRecord(
             id=self.id,
@@ -240,7 +243,8 @@ class Session:
         self.journal.write(self._record)
         private_dir(self.runtime_dir)
         m = self.manifest
-        if m.layers or m.state or key_store(self.paths).is_protected(self.context.name):
+        if (m.layers or m.state or self.context.profile.data_mib
+                or key_store(self.paths).is_protected(self.context.name)):
             self.vault = await asyncio.to_thread(
                 Vault.open, self.paths, self.context, self._passphrase)
             self.warnings += [self.vault.warning] if self.vault.warning else []
@@ -260,13 +264,19 @@ class Session:
             prepared = await prepare_overlay(self.paths, self.context, self.image, self.point,
                                              self.manifest)
         self.overlay = prepared
-        self._record.files = [str(prepared.path)]
+        self._record.files = [str(prepared.path), str(volume_tmp_path(self.context))]
         self.journal.write(self._record)
         self.journal.remove(prepared.journal_id)  # adopted: our record covers it now
+        if self.vault is not None:
+            if not self.context.volume_path.exists():
+                progress("creating the persistent folder", None)
+            self.data = await ensure_volume(self.context, self.vault, self.runtime_dir)
 
         layers = [*read_only_chain(self.context, self.image, self.point, m, self.vault),
                   Layer(prepared.path, prepared.key.secret_text())]
-        spec = self.image.machine_spec(self.context.profile.memory_mib)
+        kernel, initrd, _ = golden.base_files(self.image.directory)  # a retired point's own
+        spec = self.image.machine_spec(self.context.profile.memory_mib, kernel=kernel,
+                                       initrd=initrd)
         # The guest RAM is a private mapping of the golden ram.img: as it is for a golden
         # restore, or with a delta keep's pages written over it. Else (a cold boot, a full
         # saved state) plain RAM.
@@ -298,6 +308,11 @@ class Session:
         progress("restoring" if not cold else "booting", None)
         t0 = time.monotonic()
         if cold:
+            if self.data is not None:
+                try:
+                    await machine.attach_data(self.data)
+                except DataInUseError as exc:
+                    machine.data_error = str(exc)
             await machine.execute("cont")
         elif kept_state is not None:
             assert self.vault is not None
@@ -309,14 +324,18 @@ class Session:
                 pages = vault.load(data / kept_state.ram, label=label(kept_state.ram))
                 await asyncio.to_thread(guestram.write_delta, machine.pid, self._ram_file, pages)
             await vault.restore_state(
-                lambda fd: machine.restore(fd, template=False), data / kept_state.file,
-                label=label(kept_state.file))
+                lambda fd: machine.restore(fd, template=False, data=self.data),
+                data / kept_state.file, label=label(kept_state.file))
             self.timings.restore_s = time.monotonic() - t0
         else:
             self.point.verify()
             with open(self.point.state, "rb") as f:
-                await machine.restore(f.fileno(), template=True)
+                await machine.restore(f.fileno(), template=True, data=self.data)
             self.timings.restore_s = time.monotonic() - t0
+        if machine.data_error is not None:
+            self.data = None
+            self.warnings.append("the persistent folder is open in another session of this "
+                                 "context: this one runs without it")
         self.agent = await GuestAgent.from_socket(machine.take_agent_socket())
         if cold:
             await self._settle(cold, t0)
@@ -337,6 +356,25 @@ class Session:
             # The saved clock is stale; vmgenid (new GUID per QEMU) reseeds the RNG.
             await self.agent.set_time()
         await self._apply_network(t0)
+        await self._mount_data()
+
+    async def _mount_data(self) -> None:
+        """Mount the persistent folder in the guest. A failure is a warning: the session is
+        fine, the folder is not there."""
+        if self.data is None:
+            return
+        assert self.agent is not None
+        res = await self.agent.exec(["/bin/sh", "-c", mount_script(self.persistent_dir)],
+                                    timeout=60)
+        if res.exit_code != 0:
+            detail = (res.stdout or res.stderr).decode(errors="replace").strip()[-200:]
+            self.warnings.append(f"the persistent folder is not mounted: {detail}")
+            log.warning("session %s: %s", self.id, self.warnings[-1])
+
+    @property
+    def persistent_dir(self) -> str:
+        """Where the guest has the persistent folder."""
+        return self.image.recipe.persistent_dir
 
     async def _apply_network(self, t0: float) -> None:
         """Give the guest a lease for *this* session's network (the one in the snapshot is
@@ -522,6 +560,12 @@ class Session:
                 Vault.open, self.paths, self.context, self._passphrase)
             self.warnings += [self.vault.warning] if self.vault.warning else []
         vault = self.vault
+        if not suspend and self.data is not None:  # see session.volume
+            res = await (await self.ready()).exec(
+                ["/bin/sh", "-c", unmount_script(self.persistent_dir)], timeout=60)
+            if res.exit_code != 0:
+                raise BlankSlateError(res.stdout.decode(errors="replace").strip()[-200:]
+                                      or "the persistent folder could not be unmounted")
         self.state = SessionState.KEEPING
         ram_base = self._ram_file if self.delta_keep else None
         state_file = self.context.data_dir / f"state-{uuid.uuid4().hex}.enc"
@@ -551,6 +595,7 @@ class Session:
                 await asyncio.to_thread(secure_erase, p)
             with contextlib.suppress(BlankSlateError):
                 await machine.execute("cont")
+                await self._mount_data()  # a keep unmounted it
             self.state = SessionState.RUNNING
             raise
         await machine.shutdown()

@@ -6,13 +6,21 @@ Built on ``storage``; knows nothing of what runs inside the guest.
 from . import guestram
 from .accel import probe_kvm
 from .argv import TCG_WARNING, Accel, Layer, MachineSpec, build_argv
-from .disks import allocated_bytes, check_chain, commit_top, create_overlay, virtual_size
-from .machine import QemuLaunchError, QemuMachine
+from .disks import (
+    allocated_bytes,
+    check_chain,
+    commit_top,
+    create_overlay,
+    create_volume,
+    virtual_size,
+)
+from .machine import DataInUseError, QemuLaunchError, QemuMachine
 from .process import find_qemu, qemu_version
 
 __all__ = [
     "TCG_WARNING",
     "Accel",
+    "DataInUseError",
     "Layer",
     "MachineSpec",
     "QemuLaunchError",
@@ -22,6 +30,7 @@ __all__ = [
     "check_chain",
     "commit_top",
     "create_overlay",
+    "create_volume",
     "find_qemu",
     "guestram",
     "probe_kvm",

@@ -76,6 +76,10 @@ class MachineSpec:
 # always present (unplugged for the "none" policy) so one golden snapshot serves all.
 _DEVICE_MODEL = [
     "virtio-blk-pci,drive=disk0",
+    # The context's persistent data volume (``DATA_NODE``): empty until a session attaches
+    # the volume (``QemuMachine.attach_data``); the guest finds it by its serial. Write-
+    # through: a session may be killed at any moment, and what reached it must be on disk.
+    "virtio-blk-pci,drive=data0,serial=blankslate-data,write-cache=off",
     "virtio-serial-pci",
     "virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
     "virtconsole,chardev=con",
@@ -91,6 +95,9 @@ _DEVICE_MODEL = [
 # (``xen-save-devices-state``, RAM apart) has none, and a load must not expect one. The
 # machine's identity guards what that section would check.
 _GLOBALS = ["migration.send-configuration=off"]
+
+DATA_NODE, DATA_PLACEHOLDER = "data0", "data0-empty"
+DATA_SERIAL = "blankslate-data"
 
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
@@ -134,6 +141,10 @@ def build_argv(
         argv += ["-global", prop]
     argv += ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.append]
     argv += _disk_args(spec.disk, secret_fds)
+    argv += ["-blockdev", json.dumps({"driver": "null-co", "node-name": DATA_PLACEHOLDER,
+                                      "size": 0, "read-zeroes": True}),
+             "-blockdev", json.dumps({"driver": "raw", "node-name": DATA_NODE,
+                                      "file": DATA_PLACEHOLDER})]
     argv += [
         "-chardev", f"socket,id=qmp,fd={qmp_fd}",
         "-mon", "chardev=qmp,mode=control",

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,13 +68,16 @@ async def _qemu_img(args: Sequence[str], secret: bytes | None = None,
 _LUKS_ATTEMPTS = 10
 
 
-async def create_overlay(path: Path, backing: Path, size: int, secret: bytes | None) -> None:
-    """A new qcow2 on top of ``backing`` (relative name recorded), LUKS-encrypted if secret.
+async def create_overlay(path: Path, backing: Path | None, size: int,
+                         secret: bytes | None) -> None:
+    """A new qcow2 on top of ``backing`` (relative name recorded; None: a disk of its own,
+    empty), LUKS-encrypted if secret.
 
     The backing file is not opened (``-u``): the chain is always given explicitly to QEMU.
     """
-    rel = os.path.relpath(backing, path.parent)
-    args = ["create", "-q", "-f", "qcow2", "-u", "-b", rel, "-F", "qcow2"]
+    args = ["create", "-q", "-f", "qcow2"]
+    if backing is not None:
+        args += ["-u", "-b", os.path.relpath(backing, path.parent), "-F", "qcow2"]
     if secret is not None:
         args += ["-o", _LUKS_OPTS]
     args += [str(path), str(size)]
@@ -95,6 +99,44 @@ async def create_overlay(path: Path, backing: Path, size: int, secret: bytes | N
             path.unlink()
         raise
     os.chmod(path, 0o600)
+
+
+async def create_volume(path: Path, size: int, secret: bytes, workdir: Path) -> None:
+    """A LUKS qcow2 of ``size`` bytes holding an empty ext4 file system (journaled: a
+    session may be killed at any moment), made without root: ``mke2fs`` on a sparse raw file
+    in ``workdir``, converted into the encrypted qcow2. The raw file holds nothing but the
+    empty file system's metadata, and is erased."""
+    mke2fs = shutil.which("mke2fs") or shutil.which("mke2fs", path="/usr/sbin:/sbin")
+    if mke2fs is None:
+        raise ImageError("mke2fs not found: install the Debian package 'e2fsprogs'")
+    raw = workdir / f"{path.name}.raw"
+    try:
+        with open(raw, "wb") as f:
+            f.truncate(size)
+        proc = await asyncio.create_subprocess_exec(
+            mke2fs, "-q", "-F", "-t", "ext4", "-L", "persistent", "-m", "0",
+            "-E", "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0", str(raw),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise ImageError(f"mke2fs: {short_error(err.decode(errors='replace').strip())}")
+        for attempt in range(_LUKS_ATTEMPTS):  # see create_overlay
+            try:
+                await _qemu_img(["convert", "-q", "-f", "raw", "-O", "qcow2", "-o", _LUKS_OPTS,
+                                 str(raw), str(path)], secret)
+                break
+            except ImageError as exc:
+                if "accurate CPU usage" not in str(exc) or attempt == _LUKS_ATTEMPTS - 1:
+                    raise
+                path.unlink(missing_ok=True)
+                await asyncio.sleep(0.05 * (attempt + 1))
+        os.chmod(path, 0o600)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        raw.unlink(missing_ok=True)
 
 
 async def virtual_size(path: Path) -> int:

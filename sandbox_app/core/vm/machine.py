@@ -25,13 +25,17 @@ from qemu.qmp import EventListener, QMPClient
 from qemu.qmp.error import QMPError
 
 from ..errors import QemuError
-from .argv import Accel, Layer, MachineSpec, build_argv
+from .argv import DATA_NODE, DATA_PLACEHOLDER, Accel, Layer, MachineSpec, build_argv
 from .process import find_qemu, secret_pipe, set_pdeathsig, short_error
 
 log = logging.getLogger(__name__)
 
 _LAUNCH_TIMEOUT = 20.0
 _LOG_TAIL_LINES = 20
+
+
+class DataInUseError(QemuError):
+    """The data volume is open in another QEMU (another session of the same context)."""
 
 
 class QemuLaunchError(QemuError):
@@ -58,6 +62,7 @@ class QemuMachine:
         self.process: asyncio.subprocess.Process | None = None
         self.argv: list[str] = []
         self._log_path = session_dir / "qemu.log"
+        self.data_error: str | None = None  # why the data volume is not attached
 
     async def __aenter__(self) -> QemuMachine:
         return self
@@ -219,15 +224,58 @@ class QemuMachine:
             finally:
                 died.cancel()
 
-    async def restore(self, state_fd: int, *, template: bool, timeout: float = 120.0) -> None:
-        """Load a saved device(+RAM) state from ``state_fd`` into a ``-incoming defer`` QEMU."""
+    async def restore(self, state_fd: int, *, template: bool, timeout: float = 120.0,
+                      data: Layer | None = None) -> None:
+        """Load a saved device(+RAM) state from ``state_fd`` into a ``-incoming defer`` QEMU
+        and let it run (with ``data`` attached first: see ``attach_data``)."""
         await self.set_capabilities(x_ignore_shared=template, events=True)
         await self.pass_fd(state_fd, "incoming")
         status = await self._migrate("migrate-incoming", {"uri": "fd:incoming"}, timeout)
         if status != "completed":
             raise QemuError(f"restoring the saved state failed: {self.failure_message()}")
+        if data is not None:
+            try:
+                await self.attach_data(data)
+            except DataInUseError as exc:  # the session runs; without its data volume
+                self.data_error = str(exc)
         if not (await self.execute("query-status"))["running"]:
             await self.execute("cont")
+
+    async def attach_data(self, data: Layer) -> None:
+        """Put the context's data volume (a LUKS qcow2) under the ``data0`` disk, which
+        QEMU started with over an empty placeholder: before the guest runs, so it never
+        reads the placeholder. At run time, not launch time, so a QEMU launched ahead (a
+        standby) never holds the volume that a running session writes. The guest sees a
+        capacity change and reads the new size. The key goes in through a pipe."""
+        assert data.secret is not None
+        reader = secret_pipe(data.secret)
+        try:
+            self.qmp.send_fd_scm(reader)
+            added = await self.execute("add-fd")
+        finally:
+            os.close(reader)
+        try:  # a secret object reads a path: QEMU's own number for the fd it was given
+            await self.execute("object-add", {"qom-type": "secret", "id": "datasec",
+                                              "file": f"/dev/fd/{added['fd']}", "format": "raw"})
+        finally:
+            await self.execute("remove-fd", {"fdset-id": added["fdset-id"]})
+        try:
+            await self.execute("blockdev-add", {
+                "driver": "qcow2", "node-name": "datavol",
+                "file": {"driver": "file", "filename": str(data.path)},
+                "encrypt": {"format": "luks", "key-secret": "datasec"}})
+        except QemuError as exc:
+            await self.execute("object-del", {"id": "datasec"})
+            if "lock" in str(exc):  # QEMU's image locking: another QEMU has it open
+                raise DataInUseError(str(exc)) from exc
+            raise
+        await self.execute("blockdev-reopen", {"options": [
+            {"driver": "raw", "node-name": DATA_NODE, "file": "datavol"}]})
+        await self.execute("blockdev-del", {"node-name": DATA_PLACEHOLDER})
+        await self.execute("object-del", {"id": "datasec"})  # the open volume keeps its key
+        nodes = await self.execute("query-named-block-nodes", {"flat": True})
+        size = next(n["image"]["virtual-size"] for n in nodes if n["node-name"] == DATA_NODE)
+        await self.execute("block_resize", {"node-name": DATA_NODE, "size": size})
 
     async def save(self, state_fd: int, *, template: bool, timeout: float = 600.0) -> None:
         """Stop the guest and write its state to ``state_fd``."""
