@@ -43,7 +43,13 @@ from .core.guest import (
     send_to_guest,
 )
 from .core.images import ImageStore
-from .core.session import Session, SessionState, check_context, discard_suspended
+from .core.session import (
+    AppSettings,
+    Session,
+    SessionState,
+    check_context,
+    discard_suspended,
+)
 from .core.session.control import HOWS, ControlServer, ask, live_sessions
 from .core.session.updates import image_note, reset_context, update_image
 from .core.storage import Paths
@@ -405,6 +411,31 @@ async def cmd_session_stop(paths: Paths, args: argparse.Namespace) -> int:
     raise BlankSlateError(f"no process answered for the session of '{args.context}'")
 
 
+async def _deliver(paths: Paths, request: dict[str, Any]) -> bool:
+    """Hand a request to a running app (its control socket); False if none takes it."""
+    socks = sorted(paths.runtime.glob("control-*.sock")) if paths.runtime.is_dir() else []
+    for sock in socks:
+        pid = sock.stem.removeprefix("control-")
+        if not pid.isdigit():
+            continue
+        with contextlib.suppress(BlankSlateError):  # a `run` process, or a dead one
+            await ask(paths, int(pid), request, timeout=10)
+            return True
+    return False
+
+
+def cmd_open(paths: Paths, args: argparse.Namespace) -> int:
+    """A link from another app: into the running app's session of the context (started if
+    need be), or a new app showing it."""
+    if not args.url:  # the menu entry: the launcher (of the app already running, if any)
+        return 0 if asyncio.run(_deliver(paths, {"op": "show"})) else _gui([])
+    name = args.context or AppSettings.load(paths).link_context
+    ContextStore(paths).get(name)
+    if asyncio.run(_deliver(paths, {"op": "open", "context": name, "url": args.url})):
+        return 0
+    return _gui(["--open", name, "--url", args.url])
+
+
 def _gui(argv: list[str]) -> int:
     # Qt is imported only when a window is wanted: the CLI and core stay Qt-free.
     from .gui.app import main as gui_main  # noqa: PLC0415
@@ -501,6 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("context")
     ss.set_defaults(func=cmd_session_stop, how="suspend")
 
+    op = sub.add_parser("open", help="open a link in a throwaway session (what the desktop "
+                        "runs for http/https links from other apps)")
+    op.add_argument("url", nargs="?", help="without it: the launcher")
+    op.add_argument("--context", help="the context (default: link_context in "
+                                      "config/app.toml, else personal)")
+    op.set_defaults(func=cmd_open)
+
     r = sub.add_parser("run", help="start a session of a context")
     r.add_argument("context")
     r.add_argument("--headless", action="store_true", help="no window")
@@ -536,6 +574,23 @@ def _raise_interrupt(_sig: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _dispatch(paths: Paths, args: argparse.Namespace) -> int:
+    """The command: a window (the app), or a CLI command on its own event loop."""
+    if getattr(args, "func", None) is None:
+        return _gui([])
+    if args.func is cmd_open:
+        opened: int = cmd_open(paths, args)
+        return opened
+    if args.func is cmd_run and not args.headless:
+        ContextStore(paths).get(args.context)
+        if args.exec or args.json or args.screenshot or args.put or args.save_downloads:
+            raise UsageError("--exec, --json, --screenshot, --put and --save-downloads "
+                             "need --headless")
+        return _gui(["--open", args.context, *(["--url", args.url[-1]] if args.url else [])])
+    rc: int = asyncio.run(args.func(paths, args))
+    return rc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -552,16 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = Paths.from_env().ensure()
         Journal(paths).recover()
         ContextStore(paths).ensure_defaults()
-        if getattr(args, "func", None) is None:
-            return _gui([])
-        if args.func is cmd_run and not args.headless:
-            ContextStore(paths).get(args.context)
-            if args.exec or args.json or args.screenshot or args.put or args.save_downloads:
-                raise UsageError("--exec, --json, --screenshot, --put and --save-downloads "
-                                 "need --headless")
-            return _gui(["--open", args.context, *(["--url", args.url[-1]] if args.url else [])])
-        rc: int = asyncio.run(args.func(paths, args))
-        return rc
+        return _dispatch(paths, args)
     except BlankSlateError as exc:
         print(f"blankslate: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -124,3 +124,24 @@ def test_session_stop_keep_reaches_the_app(tiny_paths: Paths) -> None:
         app.send_signal(signal.SIGTERM)
         _, err = app.communicate(timeout=60)
     assert app.returncode == 0, err
+
+
+def test_a_link_from_another_app_goes_to_the_running_app(tiny_paths: Paths) -> None:
+    """``blankslate open URL --context C`` (what the desktop runs for a link) reaches the
+    running app, which starts C's session there; no second app is started."""
+    store = ContextStore(tiny_paths)
+    for name in ("l1", "l2"):
+        store.create(Profile(name=name, image="tiny"))
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    app = subprocess.Popen([sys.executable, "-m", "sandbox_app", "run", "l1"], cwd=REPO,
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_listed("l1", app)
+        r = run_cli("open", "https://example.test/", "--context", "l2", timeout=60)
+        assert r.returncode == 0, r.stderr
+        row = _wait_listed("l2", app)
+        assert row["pid"] == app.pid, "the link's session runs in the app"
+    finally:
+        app.send_signal(signal.SIGTERM)
+        _, err = app.communicate(timeout=60)
+    assert app.returncode == 0, err

@@ -353,10 +353,21 @@ class App(QObject):
                  "changed_bytes": r.session.changed_bytes(), "state": r.session.state.value}
                 for n, r in self.runners.items()
                 if r.session is not None and r.state is RunState.RUNNING]}
+        if request.get("op") == "show":  # `blankslate` from the menu while the app runs
+            self.signals.show_launcher_requested.emit()
+            return {"ok": True}
         name, how = str(request.get("context")), request.get("how")
-        if request.get("op") == "open":  # as if the user clicked Start / Open
+        if request.get("op") == "open":  # as if the user clicked Start / Open (and a link)
             ContextStore(self.paths).get(name)
-            self.open_context(name)
+            url = str(request.get("url") or "")
+            if self.state(name) is RunState.RUNNING:
+                self.open_context(name)  # raises its window
+                if url:
+                    self.transfers.open_url(name, url)
+                return {"ok": True}
+            job = self.open_context(name)
+            if job is not None and url:
+                job.finished.connect(lambda _c: self.transfers.open_url(name, url))
             return {"ok": True}
         if request.get("op") != "stop" or how not in HOWS:
             raise UsageError(f"unknown request {request.get('op')!r}")

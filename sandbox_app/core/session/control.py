@@ -8,7 +8,9 @@ runtime dir: only this user; no TCP). One JSON line in, one JSON line out:
                                                "changed_bytes", "state"}, ...]}
     {"op": "stop", "context": C, "how": "keep" | "discard" | "suspend"}
                                            → {"ok": true} or {"error": "one line"}
-    {"op": "open", "context": C}           → (the app) starts it or raises its window
+    {"op": "open", "context": C, "url": U} → (the app) starts it or raises its window, and
+                                             opens U (optional) in it
+    {"op": "show"}                         → (the app) brings up its launcher
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ STANDBY_HEADROOM_MIB = 1024
 class AppSettings:
     standby: str = "auto"
     passphrase_idle_minutes: float = 15.0
+    link_context: str = "personal"  # where `blankslate open URL` (links from other apps) go
 
     @classmethod
     def load(cls, paths: Paths) -> AppSettings:
@@ -42,7 +43,10 @@ class AppSettings:
             if isinstance(idle, bool) or not isinstance(idle, int | float) or \
                     not 0 <= idle <= 7 * 24 * 60:
                 raise ValueError("passphrase_idle_minutes must be 0 to 10080")
-            return cls(standby=standby, passphrase_idle_minutes=float(idle))
+            link = data.get("link_context", "personal")
+            if not isinstance(link, str):
+                raise ValueError("link_context must be a context name")
+            return cls(standby=standby, passphrase_idle_minutes=float(idle), link_context=link)
         except FileNotFoundError:
             return cls()
         except (OSError, ValueError, UnicodeDecodeError) as exc:
