@@ -70,18 +70,16 @@ install: system
 	python3 -m venv $(APPDIR)
 	$(APPDIR)/bin/pip install -q --upgrade pip
 	$(APPDIR)/bin/pip install -q .
-	mkdir -p $(APPDIR)/share/blankslate $(PREFIX)/bin $(PREFIX)/share/applications \
+	mkdir -p $(PREFIX)/bin $(PREFIX)/share/applications \
 	    $(PREFIX)/share/metainfo $(PREFIX)/share/icons/hicolor/scalable/apps
-	rm -rf $(APPDIR)/share/blankslate/vm_images
-	cp -r vm_images $(APPDIR)/share/blankslate/vm_images
 	ln -sf $(APPDIR)/bin/blankslate $(PREFIX)/bin/blankslate
 	sed 's|^Exec=blankslate|Exec=$(PREFIX)/bin/blankslate|' packaging/$(APPID).desktop \
 	    > $(PREFIX)/share/applications/$(APPID).desktop
 	cp packaging/$(APPID).metainfo.xml $(PREFIX)/share/metainfo/
-	cp resources/icons/blankslate.svg $(PREFIX)/share/icons/hicolor/scalable/apps/$(APPID).svg
+	cp sandbox_app/icons/blankslate.svg $(PREFIX)/share/icons/hicolor/scalable/apps/$(APPID).svg
 	for s in 16 32 48 64 128 256; do \
 	    mkdir -p $(PREFIX)/share/icons/hicolor/$${s}x$${s}/apps; \
-	    cp resources/icons/blankslate-$$s.png $(PREFIX)/share/icons/hicolor/$${s}x$${s}/apps/$(APPID).png; \
+	    cp sandbox_app/icons/blankslate-$$s.png $(PREFIX)/share/icons/hicolor/$${s}x$${s}/apps/$(APPID).png; \
 	done
 	-update-desktop-database -q $(PREFIX)/share/applications 2>/dev/null
 	@echo "installed: $(PREFIX)/bin/blankslate and the menu entry 'Blank Slate'"

@@ -1,4 +1,4 @@
-"""Render icons/blankslate.svg to the PNG sizes desktops want (run after editing the SVG)."""
+"""Render sandbox_app/icons/blankslate.svg to the PNG sizes desktops want (after editing it)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QImage, QPainter
 from PySide6.QtSvg import QSvgRenderer
 
-HERE = Path(__file__).resolve().parent / "icons"
+HERE = Path(__file__).resolve().parents[1] / "sandbox_app" / "icons"
 
 
 def main() -> int:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import logging
 import signal
 import sys
@@ -25,15 +26,16 @@ from .dialogs import ask
 from .launcher import LauncherWindow
 from .tray import Tray
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
-ICON = RESOURCES / "icons" / "blankslate.svg"
+# Package data: the same lookup from a checkout, an editable install and an installed wheel.
+ICONS = Path(str(importlib.resources.files("sandbox_app") / "icons"))
+ICON = ICONS / "blankslate.svg"
 
 
 def app_icon() -> QIcon:
     """The SVG icon plus its rendered PNG sizes (trays often want a bitmap)."""
     icon = QIcon(str(ICON))
     for size in (16, 32, 48, 64, 128, 256):
-        icon.addFile(str(RESOURCES / "icons" / f"blankslate-{size}.png"))
+        icon.addFile(str(ICONS / f"blankslate-{size}.png"))
     return icon
 
 

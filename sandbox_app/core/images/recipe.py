@@ -8,9 +8,9 @@ one reader of that file.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -21,18 +21,21 @@ RECIPES = ("tiny", "browser")
 
 
 def recipes_dir() -> Path:
-    """Where the image recipes live (source checkout, or BLANKSLATE_RECIPES)."""
+    """Where the image recipes live: ``BLANKSLATE_RECIPES``, else the ``vm_images`` package
+    (the checkout's folder, or the copy an installed wheel carries as package data; its
+    ``build.py`` scripts import ``vm_images.builder`` from the folder above it either way)."""
     env = os.environ.get("BLANKSLATE_RECIPES")
     if env:
         return Path(env)
-    for candidate in (
-        Path(__file__).resolve().parents[3] / "vm_images",
-        Path(sys.prefix) / "share" / "blankslate" / "vm_images",
-        Path("/usr/share/blankslate/vm_images"),
-    ):
-        if candidate.is_dir():
-            return candidate
-    raise ImageError("image recipes not found (set BLANKSLATE_RECIPES)")
+    root: Path | None
+    try:
+        root = Path(str(importlib.resources.files("vm_images")))
+    except ModuleNotFoundError:
+        root = None
+    if root is None or not (root / "builder").is_dir():
+        raise ImageError("image recipes not found: the vm_images package is missing or "
+                         "not a folder (reinstall Blank Slate, or set BLANKSLATE_RECIPES)")
+    return root
 
 
 def recipe_digest(name: str) -> str:
