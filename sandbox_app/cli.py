@@ -2,9 +2,9 @@
 
 One idea over 400 lines: the parser and one small function a subcommand.
 
-Exit codes: 0 ok, 1 other error, 2 bad usage/name, 3 unknown context/image, 4 QEMU missing or
-failed, 5 image/snapshot missing or corrupt, 6 disk full, 7 wrong passphrase/locked,
-8 guest agent failure, 130 cancelled.
+Exit codes (``clihelp.EXIT_CODES``, shown by ``--help``): 0 ok, 1 other error, 2 bad
+usage/name, 3 unknown context/image, 4 QEMU missing or failed, 5 image/snapshot missing or
+corrupt, 6 disk full, 7 wrong passphrase/locked, 8 guest agent failure, 130 cancelled.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import getpass
 import json
 import logging
@@ -22,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import __version__
+from .clihelp import Parser, epilog
 from .core.contexts import (
     DEFAULT_SEARCH,
     ContextStore,
@@ -54,6 +57,10 @@ from .core.session.control import HOWS, ControlServer, ask, live_sessions
 from .core.session.updates import image_note, reset_context, update_image
 from .core.storage import Paths
 from .core.vm import TCG_WARNING, Accel
+from .desktop import missing_display
+from .logfile import FILE_ONLY, log_to_stderr, start_log_file
+
+log = logging.getLogger("blankslate")
 
 _T0 = time.monotonic()
 
@@ -437,6 +444,9 @@ def cmd_open(paths: Paths, args: argparse.Namespace) -> int:
 
 
 def _gui(argv: list[str]) -> int:
+    # Without a display Qt aborts (SIGABRT): say why in one line instead.
+    if (problem := missing_display()) is not None:
+        raise BlankSlateError(problem)
     # Qt is imported only when a window is wanted: the CLI and core stay Qt-free.
     from .gui.app import main as gui_main  # noqa: PLC0415
 
@@ -452,11 +462,16 @@ def _r(x: float | None) -> float | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="blankslate",
-        description="Every browsing session in its own throwaway virtual machine.",
+        description="Every browsing session in its own throwaway virtual machine.\n"
+                    "With no command: the desktop app.",
+        epilog=epilog(),
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    p.add_argument("--debug", action="store_true",
+                   help="debug detail in the log file (see below)")
     sub = p.add_subparsers(dest="command")
 
     img = sub.add_parser("image", help="build and list guest images").add_subparsers(
@@ -492,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "addresses, e.g. a filtering resolver")
     c.add_argument("--search", metavar="URL",
                    help="search engine for address-bar text that is not an address, with %%s "
-                        f"for the words (default {DEFAULT_SEARCH})")
+                        f"for the words (default {DEFAULT_SEARCH.replace('%', '%%')})")
     c.set_defaults(func=cmd_context_create)
     cl = ctx.add_parser("list", help="list contexts")
     cl.add_argument("--json", action="store_true")
@@ -591,33 +606,54 @@ def _dispatch(paths: Paths, args: argparse.Namespace) -> int:
     return rc
 
 
+def _command(args: argparse.Namespace) -> str:
+    """``image build`` and the like, for the log (never the arguments: they may be private)."""
+    words = [str(args.command or "gui")]
+    words += [str(v) for k, v in vars(args).items() if k.endswith("_command") and v]
+    return " ".join(words)
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``PATH: reason`` (both paths of a rename), or the error's own text."""
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    if names and exc.strerror:
+        return f"{' -> '.join(names)}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"blankslate: error: {message}", file=sys.stderr)
+    log.error("exit %d: %s", code, message, extra=FILE_ONLY)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="blankslate: %(levelname)s: %(message)s",
-    )
-    if not args.verbose:  # qemu.qmp logs expected disconnects as errors; we report our own
-        logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+    log_to_stderr(args.verbose)
 
     # SIGTERM ends us like Ctrl-C does: cancellation, so sessions are cleaned up.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         paths = Paths.from_env().ensure()
+        start_log_file(paths, debug=args.debug)
+        log.info("blankslate %s: %s", __version__, _command(args))
         Journal(paths).recover()
         ContextStore(paths).ensure_defaults()
         return _dispatch(paths, args)
     except BlankSlateError as exc:
-        print(f"blankslate: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print("blankslate: cancelled", file=sys.stderr)
+        log.info("cancelled")
         return 130
     except OSError as exc:
-        if exc.errno == 28:
-            print("blankslate: error: no space left on device", file=sys.stderr)
-            return 6
+        log.debug("the error's traceback", exc_info=exc, extra=FILE_ONLY)
+        return _fail(_os_error_text(exc), 6 if exc.errno == errno.ENOSPC else 1)
+    except Exception:  # a bug: its traceback goes to the log too, then up as always
+        log.exception("unexpected error", extra=FILE_ONLY)
         raise
 
 

@@ -95,6 +95,13 @@ class Paths:
         return self.config / "contexts"
 
     @property
+    def logs(self) -> Path:
+        """The log files' folder: ``log`` in the state dir, which is platformdirs'
+        ``user_log_dir`` on Linux (``~/.local/state/blankslate/log``), and under
+        ``BLANKSLATE_HOME`` when that is set."""
+        return self.state / "log"
+
+    @property
     def cache(self) -> Path:
         """Downloaded packages and other inputs of image builds (safe to delete)."""
         return self.data / "cache"
