@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 
-from PySide6.QtCore import QPoint, QRect, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QPoint, QRect, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QColor,
     QImage,
@@ -152,12 +152,22 @@ class VmDisplay(QWidget):
 
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
-        painter.fillRect(event.rect(), QColor(0, 0, 0))
+        target = self._target()
+        dirty = event.rect()
+        if self._image.isNull() or not target.contains(dirty):
+            painter.fillRect(dirty, QColor(0, 0, 0))  # the bars around the picture
         if not self._image.isNull():
-            target = self._target()
-            if target.size() != self._image.size():
+            part = dirty.intersected(target)
+            if target.size() == self._image.size():
+                painter.drawImage(part, self._image, part.translated(-target.topLeft()))
+            elif not part.isEmpty():
+                # Scaled: only the part of the image under the dirty area, never the frame.
                 painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-            painter.drawImage(target, self._image)
+                sx = self._image.width() / target.width()
+                sy = self._image.height() / target.height()
+                source = QRectF((part.x() - target.x()) * sx, (part.y() - target.y()) * sy,
+                                part.width() * sx, part.height() * sy)
+                painter.drawImage(QRectF(part), self._image, source)
         painter.end()
 
     def grab_guest(self) -> QImage:

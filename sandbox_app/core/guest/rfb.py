@@ -114,6 +114,7 @@ class RfbClient:
         self.width = 0
         self.height = 0
         self.framebuffer = bytearray()
+        self._dirty: tuple[int, int, int, int] | None = None  # this update's, x0 y0 x1 y1
         self.name = ""
         self.absolute_pointer = False
         """True once QEMU said the guest pointer is absolute (e.g. virtio-tablet)."""
@@ -257,12 +258,25 @@ class RfbClient:
         """
         (count,) = await self._read_struct(">xH")
         answered = count == 0
+        self._dirty = None
         for _ in range(count):
             x, y, w, h, enc = await self._read_struct(">HHHHi")
             size = (self.width, self.height)
             await self._read_rect(x, y, w, h, enc)
             answered = answered or enc >= 0 or size != (self.width, self.height)
+        if self._dirty is not None:  # one repaint for the whole update, not one per rectangle
+            x0, y0, x1, y1 = self._dirty
+            self._dirty = None
+            self.on_update(x0, y0, x1 - x0, y1 - y0)
         return answered
+
+    def _changed(self, x: int, y: int, w: int, h: int) -> None:
+        """Pixels changed: grow the update's dirty bounds (reported once, at its end)."""
+        if self._dirty is None:
+            self._dirty = (x, y, x + w, y + h)
+        else:
+            x0, y0, x1, y1 = self._dirty
+            self._dirty = (min(x0, x), min(y0, y), max(x1, x + w), max(y1, y + h))
 
     async def _read_rect(self, x: int, y: int, w: int, h: int, enc: int) -> None:
         if enc == Encoding.RAW:
@@ -339,7 +353,7 @@ class RfbClient:
             for i in range(h):
                 fb[off:off + row] = src[i * row:(i + 1) * row]
                 off += stride
-        self.on_update(x, y, w, h)
+        self._changed(x, y, w, h)
 
     def _copy_rect(self, src: tuple[int, int], x: int, y: int, w: int, h: int) -> None:
         sx, sy = src
@@ -352,7 +366,7 @@ class RfbClient:
         for i, data in enumerate(rows):
             off = (y + i) * stride + x * 4
             fb[off:off + row] = data
-        self.on_update(x, y, w, h)
+        self._changed(x, y, w, h)
 
     # -- input ------------------------------------------------------------------------------
 
