@@ -49,7 +49,7 @@ image: venv
 	$(BS) image build $(IMAGE)
 
 lint: venv
-	$(VENV)/bin/ruff check sandbox_app vm_images tests benchmarks
+	$(VENV)/bin/ruff check sandbox_app vm_images tests benchmarks packaging
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -61,33 +61,53 @@ pytest: venv
 bench: system venv
 	$(PY) benchmarks/startup.py
 
-# Install for the current user, where a Debian desktop looks: ~/.local/bin, the menu, icons.
-PREFIX ?= $(HOME)/.local
-APPID  := org.blankslate.BlankSlate
-APPDIR := $(PREFIX)/share/blankslate/venv
+# Install for the current user (PREFIX=~/.local: where a Debian desktop looks for programs,
+# menu entries, icons, man pages and bash completions), or for everyone with
+# `sudo make install PREFIX=/usr/local`; DESTDIR stages the whole tree for a package. The app
+# runs from its own venv in PREFIX/share/blankslate/venv; the man page and the shell
+# completions are made from the argument parser (packaging/generate.py).
+PREFIX  ?= $(HOME)/.local
+DESTDIR ?=
+APPID   := org.blankslate.BlankSlate
+APPDIR  := $(PREFIX)/share/blankslate/venv
+DEST    := $(DESTDIR)$(PREFIX)
+GEN     := build/generated
 
-install: system
-	python3 -m venv $(APPDIR)
-	$(APPDIR)/bin/pip install -q --upgrade pip
-	$(APPDIR)/bin/pip install -q .
-	mkdir -p $(PREFIX)/bin $(PREFIX)/share/applications \
-	    $(PREFIX)/share/metainfo $(PREFIX)/share/icons/hicolor/scalable/apps
-	ln -sf $(APPDIR)/bin/blankslate $(PREFIX)/bin/blankslate
+install: system venv
+	rm -rf $(GEN) && $(PY) packaging/generate.py $(GEN) >/dev/null
+	$(PYTHON) -m venv $(DESTDIR)$(APPDIR)
+	$(DESTDIR)$(APPDIR)/bin/pip install -q --upgrade pip
+	$(DESTDIR)$(APPDIR)/bin/pip install -q .
+	@# a staged venv must name its final place in its scripts, not the staging one
+	if [ -n "$(DESTDIR)" ]; then grep -rlF '$(DESTDIR)' $(DESTDIR)$(APPDIR)/bin \
+	    $(DESTDIR)$(APPDIR)/pyvenv.cfg | xargs -r sed -i 's|$(DESTDIR)||g'; fi
+	install -d $(DEST)/bin $(DEST)/share/applications $(DEST)/share/metainfo \
+	    $(DEST)/share/icons/hicolor/scalable/apps $(DEST)/share/man/man1 \
+	    $(DEST)/share/bash-completion/completions $(DEST)/share/zsh/site-functions
+	ln -sf $(APPDIR)/bin/blankslate $(DEST)/bin/blankslate
 	sed 's|^Exec=blankslate|Exec=$(PREFIX)/bin/blankslate|' packaging/$(APPID).desktop \
-	    > $(PREFIX)/share/applications/$(APPID).desktop
-	cp packaging/$(APPID).metainfo.xml $(PREFIX)/share/metainfo/
-	cp sandbox_app/icons/blankslate.svg $(PREFIX)/share/icons/hicolor/scalable/apps/$(APPID).svg
+	    > $(DEST)/share/applications/$(APPID).desktop
+	install -m 644 packaging/$(APPID).metainfo.xml $(DEST)/share/metainfo/
+	install -m 644 sandbox_app/icons/blankslate.svg \
+	    $(DEST)/share/icons/hicolor/scalable/apps/$(APPID).svg
 	for s in 16 32 48 64 128 256; do \
-	    mkdir -p $(PREFIX)/share/icons/hicolor/$${s}x$${s}/apps; \
-	    cp sandbox_app/icons/blankslate-$$s.png $(PREFIX)/share/icons/hicolor/$${s}x$${s}/apps/$(APPID).png; \
+	    install -D -m 644 sandbox_app/icons/blankslate-$$s.png \
+	        $(DEST)/share/icons/hicolor/$${s}x$${s}/apps/$(APPID).png; \
 	done
-	-update-desktop-database -q $(PREFIX)/share/applications 2>/dev/null
-	@echo "installed: $(PREFIX)/bin/blankslate and the menu entry 'Blank Slate'"
+	install -m 644 $(GEN)/blankslate.1 $(DEST)/share/man/man1/blankslate.1
+	install -m 644 $(GEN)/blankslate.bash $(DEST)/share/bash-completion/completions/blankslate
+	install -m 644 $(GEN)/_blankslate $(DEST)/share/zsh/site-functions/_blankslate
+	if [ -z "$(DESTDIR)" ]; then update-desktop-database -q $(DEST)/share/applications || true; fi
+	@echo "installed: $(PREFIX)/bin/blankslate, the menu entry 'Blank Slate', man blankslate,"
+	@echo "bash and zsh completions (zsh: add $(PREFIX)/share/zsh/site-functions to fpath)"
 
 uninstall:
-	rm -rf $(APPDIR) $(PREFIX)/bin/blankslate $(PREFIX)/share/applications/$(APPID).desktop \
-	    $(PREFIX)/share/metainfo/$(APPID).metainfo.xml
-	find $(PREFIX)/share/icons/hicolor -name '$(APPID).*' -delete
+	rm -rf $(DEST)/share/blankslate $(DEST)/bin/blankslate \
+	    $(DEST)/share/applications/$(APPID).desktop \
+	    $(DEST)/share/metainfo/$(APPID).metainfo.xml $(DEST)/share/man/man1/blankslate.1 \
+	    $(DEST)/share/bash-completion/completions/blankslate \
+	    $(DEST)/share/zsh/site-functions/_blankslate
+	find $(DEST)/share/icons/hicolor -name '$(APPID).*' -delete
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
