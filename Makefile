@@ -58,6 +58,8 @@ typecheck: venv
 pytest: venv
 	$(PY) tests/run_suite.py $(PYTEST_ARGS)
 
+# Cold boot vs restore on the tiny image (built first if missing: a few minutes). The other
+# benchmarks in benchmarks/ find or build what they need the same way (benchmarks/_home.py).
 bench: system venv
 	$(PY) benchmarks/startup.py
 

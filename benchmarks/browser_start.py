@@ -92,7 +92,7 @@ async def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    with bench_home() as paths:
+    with bench_home("browser") as paths:
         store = ContextStore(paths)
         for name, on_exit in (("fresh", ExitDefault.DISCARD), ("kept", ExitDefault.KEEP)):
             store.create(Profile(name=name, image="browser", network=Network.NONE,

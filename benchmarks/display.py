@@ -42,6 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from _home import ensure_images
 from PySide6.QtGui import QPaintEvent
 from PySide6.QtWidgets import QSystemTrayIcon
 from rfb_throughput import (
@@ -60,7 +61,6 @@ from rfb_throughput import (
 
 from sandbox_app.core.contexts import ContextStore, ExitDefault, Profile
 from sandbox_app.core.guest import Encoding, RfbClient
-from sandbox_app.core.images import ImageStore
 from sandbox_app.core.session import RunState
 from sandbox_app.core.storage import Paths
 from sandbox_app.gui import asyncbridge
@@ -241,9 +241,7 @@ def _shows_guest_pixels(app: App) -> bool:
 async def measure_rss(home: Path) -> dict[str, Any]:
     """The app's RSS with one tiny session open, in a throwaway home using ``home``'s images."""
     with _environ(BLANKSLATE_HOME=str(home)):
-        store = Paths.from_env().ensure()
-        # Builds only if missing or its recipe changed (like the test fixtures).
-        await ImageStore(store).build("tiny")
+        store = ensure_images("tiny")  # built only if missing or its recipe changed
     with (tempfile.TemporaryDirectory(prefix="blankslate-display-home-") as tmp,
           _environ(BLANKSLATE_HOME=str(Path(tmp) / "home"), BLANKSLATE_KEYRING="off")):
         paths = Paths.from_env().ensure()

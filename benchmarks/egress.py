@@ -89,7 +89,7 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     own = host_address()
-    with tempfile.TemporaryDirectory() as www, bench_home() as paths:
+    with tempfile.TemporaryDirectory() as www, bench_home(args.image) as paths:
         (Path(www) / "big").write_bytes(os.urandom(args.mib << 20))
         handler = functools.partial(_Quiet, directory=www)
         servers = [http.server.ThreadingHTTPServer((a, 0), handler) for a in ("127.0.0.1", own)]

@@ -61,7 +61,7 @@ async def main() -> None:
     ap.add_argument("--image", default="tiny")
     ap.add_argument("--sizes", default="64,256,1024")
     args = ap.parse_args()
-    with bench_home(same_disk=True) as paths:
+    with bench_home(args.image, same_disk=True) as paths:
         print(f"{'MiB':>6} {'keep s':>8} {'discard s':>10} {'dd s':>7} {'cp s':>7} "
               f"{'keep/cp':>8} {'discard/dd':>11} {'state MiB':>10}")
         for mib in (int(x) for x in args.sizes.split(",")):

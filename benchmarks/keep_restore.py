@@ -156,8 +156,7 @@ def main() -> int:
     args = ap.parse_args()
 
     async def run() -> dict[str, Any]:
-        await ImageStore(Paths.from_env().ensure()).build("browser")  # only if missing
-        with bench_home() as paths:
+        with bench_home("browser") as paths:
             return await measure(paths, args.runs)
 
     result = asyncio.run(run())

@@ -212,8 +212,7 @@ def main() -> int:
     qapp.setQuitOnLastWindowClosed(False)
 
     async def run() -> int:
-        await ImageStore(Paths.from_env().ensure()).build(args.image)  # only if missing
-        with bench_home() as paths:
+        with bench_home(args.image) as paths:
             result = await measure(paths, args.image, args.runs)
         idle = result["standby_idle"]
         print(f"{args.image} image, medians of {args.runs} (after launch: 1 run); standby "

@@ -14,7 +14,6 @@ tests cover them in ``make test``). Also run by ``tests/test_soak.py``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import signal
@@ -32,7 +31,6 @@ sys.path.insert(0, str(REPO))
 from _home import bench_home  # noqa: E402
 
 from sandbox_app.core.contexts import ContextStore, Profile, files_in_use  # noqa: E402
-from sandbox_app.core.images import ImageStore  # noqa: E402
 from sandbox_app.core.storage import Paths  # noqa: E402
 
 OPS = ("start", "keep", "compaction", "discard", "remove")
@@ -254,8 +252,7 @@ def main() -> int:
     ap.add_argument("--points", type=int, default=50)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    asyncio.run(ImageStore(Paths.from_env().ensure()).build("tiny"))  # only if missing
-    with bench_home() as paths:
+    with bench_home("tiny") as paths:
         rows = soak(paths, args.points, args.seed)
     print_table(rows)
     return 0 if all(r.survived == r.count for r in rows) else 1

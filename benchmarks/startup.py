@@ -2,8 +2,9 @@
 
     python benchmarks/startup.py [--image tiny|browser] [--runs N]
 
-Uses the images of the current BLANKSLATE_HOME (or the platform's data dir) and a temporary
-home for its contexts, so it never touches the user's contexts. Prints each timing (median of
+Uses the images of the current BLANKSLATE_HOME (or the platform's data dir; the image is built
+there first if missing) and a temporary home for its contexts, so it never touches the user's
+contexts. Prints each timing (median of
 N runs) and the ratios against the cold boot measured in the same run.
 """
 
@@ -48,7 +49,7 @@ async def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
 
-    with bench_home() as paths:
+    with bench_home(args.image) as paths:
         store = ContextStore(paths)
         store.create(Profile(name="fresh", image=args.image, on_exit=ExitDefault.DISCARD))
         store.create(Profile(name="kept", image=args.image, on_exit=ExitDefault.KEEP))

@@ -102,7 +102,7 @@ async def main() -> None:
     ap.add_argument("--image", default="browser")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    with bench_home() as paths:
+    with bench_home(args.image) as paths:
         store = ContextStore(paths)
         for name in ("one", "two"):
             store.create(Profile(name=name, image=args.image, network=Network.NONE))
