@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, cli_backup
 from .clihelp import Parser, epilog
 from .core.contexts import (
     DEFAULT_SEARCH,
@@ -582,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--save-downloads", metavar="DIR",
                    help="before the session ends, copy the guest's downloads into DIR")
     r.set_defaults(func=cmd_run)
+    cli_backup.register(sub)
     return p
 
 

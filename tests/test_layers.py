@@ -1,8 +1,8 @@
 """The core's packages are layers: a package imports only itself and the layers below it.
 
 Bottom to top: the base modules (``errors``, ``progress``), ``storage``, ``vm``, ``guest``,
-``images``, ``contexts``, ``session``. The core never imports Qt; the GUI's views never import
-the controller (it imports them), and no GUI modules import each other in a circle.
+``images``, ``contexts``, ``backup``, ``session``. The core never imports Qt; the GUI's views
+never import the controller (it imports them), and no GUI modules import each other in a circle.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sandbox_app"
 CORE = PACKAGE / "core"
-LAYERS = ["", "storage", "vm", "guest", "images", "contexts", "session"]  # "": errors, progress
+# "": errors, progress
+LAYERS = ["", "storage", "vm", "guest", "images", "contexts", "backup", "session"]
 GUI_APP_SIDE = {"app", "controller", "transfers"}  # may import views; views never import these
 
 

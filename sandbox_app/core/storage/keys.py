@@ -195,6 +195,42 @@ class KeyStore:
         secure_erase(self._tmp_path(context))
         secure_erase(self._path(context))
 
+    def portable(self, context: str) -> dict[str, Any]:
+        """What another machine needs to open ``context``'s data, for an encrypted backup:
+        the key file's record when a passphrase wraps the key (it stays wrapped, and the
+        passphrase opens it there too), else the key itself (keyring or file storage).
+        The caller must never write this anywhere but inside its own encryption."""
+        rec = self._load(context)
+        if self._storage_of(context, rec) is KeyStorage.PASSPHRASE:
+            return {"wrapped": {k: v for k, v in rec.items() if k != "id"}}
+        key = self.unlock(context, None)
+        try:
+            return {"key": _b64(key.material())}
+        finally:
+            key.drop()
+
+    def adopt(self, context: str, portable: dict[str, Any]) -> None:
+        """Store a key that ``portable`` (from another machine) gives as ``context``'s:
+        a passphrase-wrapped record as it is, a bare key in the keyring or a 0600 file
+        (``last_warning`` says which). Refuses to replace an existing key."""
+        if self.exists(context):
+            raise UsageError(f"context '{context}' already has a key")
+        self.last_warning = None
+        if "wrapped" in portable:
+            rec = dict(portable["wrapped"])
+            if rec.get("context") != context or rec.get("storage") != "passphrase":
+                raise UsageError(f"the key of context '{rec.get('context')}' is wrapped by its "
+                                 f"passphrase for that name: restore it under its own name")
+            rec["id"] = uuid.uuid4().hex
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._replace(context, rec)
+            return
+        key = self._decode_key(context, portable.get("key"))
+        try:
+            self._store(context, key, None)
+        finally:
+            key.drop()
+
     # ------------------------------------------------------------------ files
 
     def _path(self, context: str) -> Path:

@@ -1,0 +1,220 @@
+"""Restore contexts from a backup into this machine's home.
+
+Files are written into ``data/.restore/<snapshot>/`` first (each file renamed from ``.part``
+when complete, so an interrupted restore resumes where it stopped), then moved into place: the
+image's snapshot point, the context's folder and key, and last its profile — the commit point
+(a context's data without a profile is what crash recovery erases).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..contexts import Context, ContextStore, Profile, key_store
+from ..errors import NotFoundError, UsageError
+from ..progress import Progress, no_progress
+from ..storage import Paths, fsync_dir, private_dir, validate_name
+from .files import ChunkFetcher, Entry, Stats, entry_bytes
+from .rebind import rebind
+from .repository import Repository
+from .target import BackupError, Target
+
+_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass
+class RestoreReport:
+    snapshot: str
+    contexts: list[str]
+    stats: Stats
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"snapshot": self.snapshot, "contexts": self.contexts,
+                "objects_received": self.stats.objects_received,
+                "bytes_received": self.stats.bytes_received,
+                "seconds": round(self.seconds, 3)}
+
+
+def _safe(rel: str) -> str:
+    if not all(_PART.fullmatch(part) for part in rel.split("/")):
+        raise BackupError(f"the snapshot names a file '{rel[:60]}' outside its folder")
+    return rel
+
+
+class _Restorer:
+    def __init__(self, paths: Paths, repo: Repository, snapshot: str,
+                 progress: Progress) -> None:
+        self.paths = paths
+        self.staging = private_dir(paths.data / ".restore" / snapshot)
+        self.progress = progress
+        self.fetcher = ChunkFetcher(repo, self._advance)
+        self.done = 0
+        self.total = 1
+        self.phase = ""
+        self._last = 0.0
+
+    def _advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last > 0.25:
+            self._last = now
+            self.progress(f"{self.phase} ({self.done >> 20} of {self.total >> 20} MiB)",
+                          min(self.done / self.total, 0.99))
+
+    def files(self, entries: list[Entry], into: Path) -> None:
+        """Restore ``entries`` under ``into`` (files already complete there are kept)."""
+        for entry in entries:
+            dest = into / _safe(str(entry["path"]))
+            if dest.exists():
+                self._advance(entry_bytes(entry))
+                continue
+            part = dest.with_name(dest.name + ".part")
+            self.fetcher.restore_file(entry, part)
+            part.rename(dest)
+        if into.is_dir():
+            fsync_dir(into)
+
+    def read(self, entries: list[Entry], rel: str) -> bytes:
+        """A small file of the snapshot, in memory."""
+        for entry in entries:
+            if entry["path"] == rel:
+                return b"".join(self.fetcher._fetch(i) for _o, chunks in entry["extents"]
+                                for i, _n in chunks)
+        return b""
+
+    def image_point(self, image: str, spec: dict[str, Any], point: str) -> None:
+        """Put snapshot point ``point`` of ``image`` in place (with the image, when this
+        machine has none; as a retired point carrying its base files, when this machine has
+        another build of the image)."""
+        validate_name(image, "image name")
+        _safe(point)
+        img_dir = self.paths.images / image
+        backup_manifest = self.read(spec["files"], "manifest.json")
+        if not (img_dir / "manifest.json").exists():
+            if img_dir.exists():
+                raise BackupError(f"image folder {img_dir} is incomplete: remove it and retry")
+            self.phase = f"image {image}"
+            stage = self.staging / "images" / image
+            self.files(spec["files"], stage)
+            private_dir(self.paths.images)
+            stage.rename(img_dir)
+            fsync_dir(self.paths.images)
+        point_dir = img_dir / "snapshots" / point
+        entries = spec["points"][point]
+        if point_dir.exists():
+            if (point_dir / "snapshot.json").read_bytes() != self.read(entries, "snapshot.json"):
+                raise BackupError(
+                    f"image '{image}' here has a different snapshot point named {point}: "
+                    f"restore into a home without the '{image}' image")
+            return
+        self.phase = f"snapshot point of {image}"
+        stage = self.staging / "points" / image / point
+        self.files(entries, stage)
+        same_build = (json.loads((img_dir / "manifest.json").read_text()).get("sha256")
+                      == json.loads(backup_manifest or b"{}").get("sha256"))
+        if not same_build and not (stage / "base" / "root.qcow2").exists():
+            # Another build of the image here: the point carries the base it was made from.
+            base = [e for e in spec["files"] if e["path"] in ("vmlinuz", "initrd.img",
+                                                              "root.qcow2")]
+            self.files(base, private_dir(stage / "base"))
+        private_dir(img_dir / "snapshots")
+        stage.rename(point_dir)
+        fsync_dir(point_dir.parent)
+
+
+def restore(paths: Paths, target: Target, passphrase: str, names: list[str] | None = None, *,
+            snapshot: str | None = None, as_name: str | None = None,
+            progress: Progress = no_progress) -> RestoreReport:
+    """Restore contexts (all of the snapshot's when ``names`` is empty) from ``target``'s
+    snapshot ``snapshot`` (the newest when None) into this home."""
+    t0 = time.monotonic()
+    progress(f"opening {target.description}", None)
+    repo = Repository.open(target, passphrase)
+    name = repo.resolve(snapshot)
+    index = repo.read_snapshot(name)
+    available = index.get("contexts", {})
+    chosen = list(names or sorted(available))
+    for n in chosen:
+        if n not in available:
+            raise NotFoundError(f"snapshot {name} holds no context '{n}' "
+                                f"(it holds: {', '.join(sorted(available)) or 'none'})")
+    if as_name is not None:
+        if len(chosen) != 1:
+            raise UsageError("--as renames one context: name exactly one")
+        validate_name(as_name, "context name")
+    store = ContextStore(paths)
+    targets = {n: as_name or n for n in chosen}
+    for new in targets.values():
+        _make_room(paths, store, new)
+    run = _Restorer(paths, repo, name, progress)
+    try:
+        images = index.get("images", {})
+        run.total = max(1, sum(entry_bytes(e) for n in chosen
+                               for e in available[n]["files"]) + sum(
+            entry_bytes(e) for n in chosen for p in available[n]["points"]
+            for e in images[available[n]["image"]]["points"].get(p, [])))
+        for n in chosen:
+            spec = available[n]
+            img = images.get(spec["image"])
+            points = spec["points"] or sorted(img["points"] if img else [])
+            for point in points:
+                if img is None or point not in img["points"]:
+                    raise BackupError(f"snapshot {name} lacks the snapshot point of '{n}'")
+                run.image_point(spec["image"], img, point)
+            run.phase = f"context {n}"
+            stage = run.staging / "contexts" / n
+            run.files(spec["files"], stage)
+            _commit_context(paths, store, spec, stage, old=n, new=targets[n])
+    finally:
+        run.fetcher.close()
+    shutil.rmtree(run.staging, ignore_errors=True)
+    progress("restore done", 1.0)
+    return RestoreReport(name, [targets[n] for n in chosen], run.fetcher.stats,
+                         time.monotonic() - t0)
+
+
+def _make_room(paths: Paths, store: ContextStore, name: str) -> None:
+    """A context of that name here is replaced only if it holds nothing yet (never kept,
+    nothing suspended, no persistent folder): the defaults a fresh install made."""
+    try:
+        ctx = store.get(name)
+    except NotFoundError:
+        return
+    if ctx.manifest().layers or ctx.suspended() is not None or ctx.volume_path.exists():
+        raise UsageError(f"context '{name}' already exists here and holds data: restore "
+                         f"with --as NEWNAME, or remove it first")
+    store.remove(name)
+    keys = key_store(paths)
+    if keys.exists(name):
+        keys.remove(name)
+
+
+def _commit_context(paths: Paths, store: ContextStore, spec: dict[str, Any], stage: Path, *,
+                    old: str, new: str) -> None:
+    profile = Profile.from_toml(new, str(spec["profile"]).encode())
+    keys = key_store(paths)
+    key = spec.get("key")
+    if old != new:
+        if key is not None and "key" not in key:
+            raise UsageError(f"context '{old}' has a passphrase, which binds its key to its "
+                             "name: restore it under its own name")
+        rebind(stage, profile.image, old, new, key.get("key") if key else None)
+    private_dir(stage)
+    data = paths.contexts_data / new
+    if data.exists():  # an empty folder of a context removed above
+        shutil.rmtree(data)
+    if key is not None:
+        keys.adopt(new, key)
+    private_dir(paths.contexts_data)
+    stage.rename(data)
+    fsync_dir(paths.contexts_data)
+    private_dir(paths.contexts_config)
+    store.save(profile)  # the commit point
+    Context(paths, profile).manifest()  # reads back as a sound context
