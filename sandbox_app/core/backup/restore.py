@@ -133,12 +133,19 @@ def restore(paths: Paths, target: Target, passphrase: str, names: list[str] | No
             snapshot: str | None = None, as_name: str | None = None,
             progress: Progress = no_progress) -> RestoreReport:
     """Restore contexts (all of the snapshot's when ``names`` is empty) from ``target``'s
-    snapshot ``snapshot`` (the newest when None) into this home."""
+    snapshot ``snapshot`` (when None: the newest holding every one of ``names``) into this
+    home."""
     t0 = time.monotonic()
     progress(f"opening {target.description}", None)
     repo = Repository.open(target, passphrase)
     name = repo.resolve(snapshot)
     index = repo.read_snapshot(name)
+    if snapshot is None and names:  # the newest snapshot that holds them all
+        for candidate in reversed(repo.snapshot_names()):
+            found = repo.read_snapshot(candidate)
+            if all(n in found.get("contexts", {}) for n in names):
+                name, index = candidate, found
+                break
     available = index.get("contexts", {})
     chosen = list(names or sorted(available))
     for n in chosen:
