@@ -17,8 +17,9 @@ from .context import (
     files_in_use,
     parse_dns,
 )
-from .journal import Journal, SessionRecord, collect_garbage, process_start_time
+from .journal import Journal, SessionRecord, collect_garbage, finish_renames, process_start_time
 from .lock import async_context_lock, context_lock, try_context_lock
+from .rename import rename_context
 from .vault import Vault, key_store
 
 __all__ = [
@@ -40,9 +41,11 @@ __all__ = [
     "compact",
     "context_lock",
     "files_in_use",
+    "finish_renames",
     "key_store",
     "needs_compaction",
     "parse_dns",
     "process_start_time",
+    "rename_context",
     "try_context_lock",
 ]

@@ -369,6 +369,24 @@ class ContextStore:
         profile.validate()
         atomic_write_bytes(self._profile_path(profile.name), profile.to_toml())
 
+    def update(self, profile: Profile) -> Profile:
+        """Change an existing context's settings (``context set``, the GUI's Settings…).
+
+        Everything but the image and the persistent folder's size may change; a running
+        session goes on with the old settings and the next one gets these. The creation
+        time is kept. Renaming is ``rename_context`` (its files are bound to its name).
+        """
+        current = self.get(profile.name).profile
+        if profile.image != current.image:
+            raise UsageError(f"context '{profile.name}': the image cannot be changed "
+                             f"(it is '{current.image}'): create a new context instead")
+        if profile.data_mib != current.data_mib:
+            raise UsageError(f"context '{profile.name}': the persistent folder's size cannot "
+                             "be changed after creation")
+        profile.created_at = current.created_at
+        self.save(profile)
+        return profile
+
     def get(self, name: str) -> Context:
         path = self._profile_path(name)
         try:

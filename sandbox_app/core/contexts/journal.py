@@ -16,11 +16,23 @@ import os
 import shutil
 import signal
 import time
+import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import tomli_w
+
 from ..errors import BlankSlateError
-from ..storage import Paths, atomic_write_json, erase_tree, private_dir, secure_erase
+from ..storage import (
+    Paths,
+    atomic_write_bytes,
+    atomic_write_json,
+    erase_tree,
+    fsync_dir,
+    private_dir,
+    secure_erase,
+    validate_name,
+)
 from .context import files_in_use
 from .lock import try_context_lock
 from .vault import key_store
@@ -95,6 +107,7 @@ class Journal:
 
     def recover(self) -> list[str]:
         """Clean up after every dead session; returns their ids."""
+        finish_renames(self.paths)  # first: a renamed context's folder is no orphan
         cleaned = []
         for rec in self.records():
             if rec.owner_alive():
@@ -146,8 +159,77 @@ class Journal:
         for key_file in keys.directory.glob("*.key.json"):
             name = key_file.name.removesuffix(".key.json")
             if name not in profiles and name not in busy:
-                with contextlib.suppress(BlankSlateError, OSError):
-                    keys.remove(name)
+                with contextlib.suppress(BlankSlateError, OSError), \
+                        try_context_lock(self.paths, name) as locked:
+                    if locked:  # else a rename is storing the key under its new name
+                        keys.remove(name)
+
+
+def rename_stage_path(paths: Paths, new: str) -> Path:
+    """Where a rename to ``new`` prepares the context's folder (hidden: no context's)."""
+    return paths.contexts_data / f".rename-{new}"
+
+
+def rename_intent_path(paths: Paths, new: str) -> Path:
+    """A committed rename to ``new``: ``{"old", "new", "moves"}`` (see ``contexts.rename``)."""
+    return paths.contexts_data / f".rename-{new}.json"
+
+
+def finish_renames(paths: Paths, *, locked: bool = False) -> list[str]:
+    """Roll forward every committed rename (one that crashed half-way too): move the
+    layers into the prepared folder, erase the rest of the old one, make the folder and the
+    profile the new name's, forget the old key. Idempotent at every step. ``locked``: the
+    caller holds both contexts' locks; else a rename whose locks are taken is skipped (its
+    renamer is at work). Returns the new names."""
+    done: list[str] = []
+    data = paths.contexts_data
+    for intent in sorted(data.glob(".rename-*.json")) if data.is_dir() else ():
+        try:
+            d = json.loads(intent.read_text())
+            old, new = validate_name(str(d["old"]), "context name"), \
+                validate_name(str(d["new"]), "context name")
+            moves = [Path(str(f)).name for f in d["moves"]]
+        except (OSError, ValueError, KeyError, TypeError, BlankSlateError) as exc:
+            log.warning("unreadable rename record %s: %s", intent.name, exc)
+            continue
+        with contextlib.ExitStack() as stack:
+            if not locked and not all(stack.enter_context(try_context_lock(paths, n))
+                                      for n in (old, new)):
+                continue
+            _roll_forward(paths, old, new, moves)
+            intent.unlink()
+            fsync_dir(data)
+            done.append(new)
+            log.info("context %s renamed to %s", old, new)
+    return done
+
+
+def _roll_forward(paths: Paths, old: str, new: str, moves: list[str]) -> None:
+    data, config = paths.contexts_data, paths.contexts_config
+    stage, old_dir = rename_stage_path(paths, new), data / old
+    if stage.is_dir():
+        for f in moves:
+            if (old_dir / f).exists():
+                os.replace(old_dir / f, stage / f)
+        fsync_dir(stage)
+        erase_tree(old_dir)  # superseded manifests and states, left-over garbage
+        os.rename(stage, data / new)
+        fsync_dir(data)
+    old_profile = config / f"{old}.toml"
+    if old_profile.exists():
+        text = old_profile.read_bytes()
+        try:
+            doc = tomllib.loads(text.decode())
+            doc["name"] = new
+            text = tomli_w.dumps(doc).encode()
+        except (ValueError, UnicodeDecodeError):
+            pass  # a corrupt profile moves as it is (the context is listed as broken)
+        atomic_write_bytes(config / f"{new}.toml", text)
+        old_profile.unlink()
+        fsync_dir(config)
+    keys = key_store(paths)
+    if keys.exists(old):
+        keys.remove(old)
 
 
 def cleanup_session(rec: SessionRecord, referenced: set[str] | None) -> None:

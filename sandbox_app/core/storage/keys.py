@@ -143,11 +143,13 @@ class KeyStore:
         """True if unlocking the context needs its passphrase."""
         return self.exists(context) and self.storage(context) is KeyStorage.PASSPHRASE
 
-    def create(self, context: str, passphrase: str | None) -> ContextKey:
-        """Generate and store a new key for ``context``; refuses to replace an existing one."""
+    def create(self, context: str, passphrase: str | None,
+               key: ContextKey | None = None) -> ContextKey:
+        """Generate (or, given ``key``, take: a renamed context keeps its key) and store a
+        key for ``context``; refuses to replace an existing one."""
         if self.exists(context):
             raise UsageError(f"context '{context}' already has a key")
-        key = ContextKey()
+        key = key if key is not None else ContextKey()
         self._store(context, key, passphrase)
         return key
 
