@@ -7,7 +7,11 @@ trusted: whatever arrives on that port is judged, never believed. Hence:
 
 - one request at a time (a lock), and every call ends within its timeout with a one-line
   ``GuestError``, whatever the guest sends (garbage, a line without end, nothing at all);
-- lines are capped (``MAX_LINE``), so a guest cannot make us buffer without bound;
+- every call caps the line it waits for at what its answer can legitimately need (a 2 MiB
+  read chunk: ~2.7 MiB of base64; a ping: a few bytes); a longer line is dropped as it
+  arrives, never buffered whole, and a line that does not carry the call's id, or has more
+  JSON containers than any answer needs, is dropped before ``json.loads`` (parsing 16 MiB
+  of ``[{},{},…]`` takes ~400 MiB);
 - every request carries an id of ours that the agent echoes; answers with another id (late
   answers to requests that timed out, or left over from an earlier client) are dropped;
 - ``sync()`` uses ``guest-sync-delimited``: a 0xFF byte first resets the agent's parser
@@ -38,8 +42,14 @@ from typing import Any
 from ..errors import GuestError
 
 MAX_LINE = 64 << 20
-"""Longest line we accept: qemu-ga's own JSON token cap; covers a 16 MiB + 16 MiB exec output
-(base64) and any read chunk up to ``MAX_CHUNK``."""
+"""Longest line any call accepts: qemu-ga's own JSON token cap; covers a 16 MiB + 16 MiB exec
+output (base64) and any read chunk up to ``MAX_CHUNK``. Each call has its own, smaller cap."""
+SMALL_REPLY = 256 << 10
+"""The line cap of a call that expects a small answer (ping, open, close, write, info...)."""
+MAX_CONTAINERS = 4096
+"""More ``{`` and ``[`` than this in one line and it is dropped unparsed: answers have a few."""
+_EXEC_REPLY = 2 * ((16 << 20) * 4 // 3) + (64 << 10)  # qemu-ga keeps 16 MiB of each stream
+_READ_SIZE = 64 << 10
 MAX_CHUNK = 32 << 20
 """Largest ``guest-file-read``/``-write`` chunk (qemu-ga allows 48 MiB reads; base64 must fit
 in ``MAX_LINE``)."""
@@ -95,8 +105,8 @@ def _check_chunk(chunk: int) -> None:
 class GuestAgent:
     """An asyncio qemu-ga client over a connected stream.
 
-    Build it with :meth:`open_unix` or :meth:`from_socket` (they set the reader's line limit
-    to ``MAX_LINE``); a reader passed to ``__init__`` should have ``limit=MAX_LINE`` too.
+    Build it with :meth:`open_unix` or :meth:`from_socket`. Lines are cut by the client
+    itself (each call's cap), so the reader's own buffer limit only bounds read-ahead.
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -106,11 +116,12 @@ class GuestAgent:
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)  # ours, not a previous client's
         self._synced = False
+        self._buffer = bytearray()  # the start of the next line
         self._skipping = False  # inside an oversized line: drop up to its end
         self._closed = False
 
     @classmethod
-    async def open_unix(cls, path: Path, *, limit: int = MAX_LINE) -> GuestAgent:
+    async def open_unix(cls, path: Path, *, limit: int = _READ_SIZE) -> GuestAgent:
         """Connect to an agent listening on a unix socket (``qemu-ga -m unix-listen``)."""
         try:
             reader, writer = await asyncio.open_unix_connection(path, limit=limit)
@@ -120,7 +131,7 @@ class GuestAgent:
         return cls(reader, writer)
 
     @classmethod
-    async def from_socket(cls, sock: socket.socket, *, limit: int = MAX_LINE) -> GuestAgent:
+    async def from_socket(cls, sock: socket.socket, *, limit: int = _READ_SIZE) -> GuestAgent:
         """Wrap a connected socket (our end of the socketpair QEMU holds); we own it now."""
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=limit)
         return cls(reader, writer)
@@ -162,32 +173,44 @@ class GuestAgent:
             msg["id"] = req_id
         await self._send((b"\xff" if flush else b"") + json.dumps(msg).encode() + b"\n")
 
-    async def _read_line(self) -> bytes:
-        """The next complete line, never longer than the reader's limit."""
+    async def _read_line(self, limit: int) -> bytes | None:
+        """The next line, or None for one longer than ``limit`` (dropped as it arrives:
+        at most ``limit`` bytes of it are ever held)."""
+        scanned = 0
         while True:
-            try:
-                line = await self._reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError as exc:
-                # Drop what is buffered now; later reads drop the rest of the line.
-                await self._reader.readexactly(exc.consumed)
-                if self._skipping:
-                    continue
+            end = self._buffer.find(b"\n", scanned)
+            if end >= 0:
+                with memoryview(self._buffer) as view:
+                    line = bytes(view[:end + 1])
+                del self._buffer[:end + 1]
+                if self._skipping:  # the tail of an oversized line
+                    self._skipping = False
+                    return None
+                return line if len(line) <= limit else None
+            if self._skipping or len(self._buffer) > limit:
                 self._skipping = True
-                raise GuestError("the guest agent sent an oversized message") from None
-            except asyncio.IncompleteReadError:
-                raise AgentDisconnected("the guest agent closed the connection") from None
+                self._buffer.clear()
+            scanned = len(self._buffer)
+            try:
+                data = await self._reader.read(_READ_SIZE)
             except (OSError, ConnectionError) as exc:
                 raise AgentDisconnected("the connection to the guest agent was lost") from exc
-            if self._skipping:
-                self._skipping = False
-                continue
-            return line
+            if not data:
+                raise AgentDisconnected("the guest agent closed the connection")
+            self._buffer += data
 
-    async def _read_message(self) -> dict[str, Any] | None:
-        """The next message, or None for a line that is not a JSON object (dropped)."""
-        line = await self._read_line()
+    async def _read_message(self, limit: int, marker: bytes) -> dict[str, Any] | None:
+        """The next message, or None for a line dropped unparsed (longer than ``limit``,
+        without ``marker``, or with too many containers) or not a JSON object."""
+        line = await self._read_line(limit)
+        if line is None:
+            return None
         # 0xFF starts a delimited answer: anything before it is a stale partial message.
-        line = line[line.rfind(b"\xff") + 1:].strip()
+        start = line.rfind(b"\xff") + 1
+        if line.find(marker, start) < 0 or \
+                line.count(b"{", start) + line.count(b"[", start) > MAX_CONTAINERS:
+            return None
+        line = line[start:]
         try:
             msg = json.loads(line)
         except (ValueError, RecursionError):
@@ -198,18 +221,18 @@ class GuestAgent:
         sync_id = secrets.randbelow(2**31 - 1) + 1
         await self._send_request("guest-sync-delimited", {"id": sync_id}, flush=True)
         while True:
-            msg = await self._read_message()
+            msg = await self._read_message(SMALL_REPLY, str(sync_id).encode())
             if msg is not None and msg.get("return") == sync_id:
                 self._synced = True
                 return
 
-    async def _call_locked(self, cmd: str, args: dict[str, Any] | None) -> Any:
+    async def _call_locked(self, cmd: str, args: dict[str, Any] | None, max_reply: int) -> Any:
         if not self._synced:
             await self._sync_locked()  # clears whatever a previous client left behind
         req_id = f"{self._id_prefix}-{next(self._ids)}"
         await self._send_request(cmd, args, req_id)
         while True:
-            msg = await self._read_message()
+            msg = await self._read_message(max_reply, req_id.encode())
             if msg is None or msg.get("id") != req_id:
                 continue
             if "error" in msg:
@@ -223,15 +246,17 @@ class GuestAgent:
     # ------------------------------------------------------------------ requests
 
     async def call(self, cmd: str, args: dict[str, Any] | None = None,
-                   timeout: float = 30.0) -> Any:
+                   timeout: float = 30.0, *, max_reply: int = SMALL_REPLY) -> Any:
         """Send one request and return its ``return`` value.
 
         Waiting for the lock counts against ``timeout``. An agent-side error, a timeout or a
-        broken channel raise GuestError with a one-line message.
+        broken channel raise GuestError with a one-line message. Lines longer than
+        ``max_reply`` bytes are dropped unread (at most ``MAX_LINE``).
         """
+        max_reply = min(max_reply, MAX_LINE)
         try:
             async with asyncio.timeout(timeout), self._lock:
-                return await self._call_locked(cmd, args)
+                return await self._call_locked(cmd, args, max_reply)
         except TimeoutError:
             raise GuestError(f"the guest agent did not answer {cmd} within {timeout:g} s"
                              ) from None
@@ -297,7 +322,7 @@ class GuestAgent:
             left = deadline - loop.time()
             try:
                 status = await self.call("guest-exec-status", {"pid": pid},
-                                         timeout=max(left, 0.001))
+                                         timeout=max(left, 0.001), max_reply=_EXEC_REPLY)
             except AgentDisconnected:
                 raise
             except GuestError:
@@ -340,7 +365,8 @@ class GuestAgent:
     async def read_chunk(self, handle: int, count: int, timeout: float = 30.0
                          ) -> tuple[bytes, bool]:
         """Read at most ``count`` bytes from an open guest file; returns (data, eof)."""
-        r = await self.call("guest-file-read", {"handle": handle, "count": count}, timeout)
+        r = await self.call("guest-file-read", {"handle": handle, "count": count}, timeout,
+                            max_reply=(count + 2) // 3 * 4 + (4 << 10))
         if not isinstance(r, dict):
             raise GuestError("guest-file-read: malformed answer from the guest agent")
         data = _b64decode(r.get("buf-b64"), "file data")
