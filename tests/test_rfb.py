@@ -6,6 +6,8 @@ import asyncio
 import struct
 import subprocess
 import time
+import tracemalloc
+import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -411,3 +413,68 @@ def test_keymap_maps_evdev_and_x11_keycodes_to_qnum() -> None:
     assert qnum_from_x11_keycode(38) == 0x1E  # X keycode of A on xkb/evdev
     assert qnum_from_x11_keycode(0) is None  # offscreen platform
     assert qnum_from_evdev(999) is None
+
+
+def _zlib_rect(x: int, y: int, w: int, h: int, pixels: bytes) -> bytes:
+    packer = zlib.compressobj()
+    data = packer.compress(pixels) + packer.flush(zlib.Z_SYNC_FLUSH)
+    return _rect(x, y, w, h, 6, struct.pack(">I", len(data)) + data)
+
+
+@pytest.mark.parametrize("w,h", [(0, 0), (1, 1)])
+def test_a_zlib_bomb_is_refused_without_inflating_it(tmp_path: Path, w: int, h: int) -> None:
+    """64 MiB of zeros in 64 KiB of zlib, in a rectangle that holds no pixels (w=h=0 once
+    meant "decompress without limit") or 4 bytes: refused, and never decompressed."""
+    bomb = _update(_zlib_rect(0, 0, w, h, bytes(64 << 20)))
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _serve_handshake(reader, writer, 4, 2)
+        writer.write(bomb)
+
+    async def test(sock: Path) -> None:
+        client = await RfbClient.connect(sock)
+        tracemalloc.start()
+        try:
+            with pytest.raises(RfbError, match=r"oversize zlib|more zlib data"):
+                await client.run()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 8 << 20
+
+    asyncio.run(_with_fake(tmp_path, script, test))
+
+
+def test_zlib_data_beyond_its_rectangle_is_refused(tmp_path: Path) -> None:
+    """Within the length bound, but decompressing to more than the rectangle: refused
+    (keeping the rest would desynchronise the zlib stream)."""
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _serve_handshake(reader, writer, 4, 2)
+        writer.write(_update(_zlib_rect(0, 0, 2, 1, bytes(range(256)) * 4)))
+
+    async def test(sock: Path) -> None:
+        client = await RfbClient.connect(sock)
+        with pytest.raises(RfbError, match="more zlib data than its rectangle holds"):
+            await client.run()
+
+    asyncio.run(_with_fake(tmp_path, script, test))
+
+
+def test_zlib_rectangles_are_applied(tmp_path: Path) -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _serve_handshake(reader, writer, 4, 2)
+        await reader.readexactly(10)  # first update request
+        packer = zlib.compressobj()
+        rects = []
+        for x, px in ((0, b"\x01\x02\x03\x00"), (2, b"\x04\x05\x06\x00")):
+            data = packer.compress(px * 2) + packer.flush(zlib.Z_SYNC_FLUSH)
+            rects.append(_rect(x, 1, 2, 1, 6, struct.pack(">I", len(data)) + data))
+        writer.write(_update(*rects, _rect(0, 0, 0, 0, 6, struct.pack(">I", 0))))
+
+    async def test(sock: Path) -> None:
+        client = await RfbClient.connect(sock)
+        with pytest.raises(RfbConnectionClosed):
+            await client.run()
+        assert client.framebuffer[4 * 4:] == b"\x01\x02\x03\xff" * 2 + b"\x04\x05\x06\xff" * 2
+
+    asyncio.run(_with_fake(tmp_path, script, test))

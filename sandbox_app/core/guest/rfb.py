@@ -290,13 +290,18 @@ class RfbClient:
         elif enc == Encoding.ZLIB:
             (length,) = await self._read_struct(">I")
             self._check_rect(x, y, w, h)
-            if length > _MAX_ZLIB_CHUNK:
-                raise RfbError("VM display sent an oversize zlib rectangle")
             want = w * h * 4
+            # Deflate never grows data by more than a few bytes per 16 KiB block.
+            if length > min(_MAX_ZLIB_CHUNK, want + (want >> 8) + 1024):
+                raise RfbError("VM display sent an oversize zlib rectangle")
             try:
-                pixels = self._zlib.decompress(await self._read(length), want)
+                # max_length 0 would mean "unlimited": an empty rectangle decompresses at
+                # most one byte, which is already one too many.
+                pixels = self._zlib.decompress(await self._read(length), max(want, 1))
             except zlib.error as e:
                 raise RfbError(f"VM display sent corrupt zlib data: {e}") from e
+            if len(pixels) > want or self._zlib.unconsumed_tail:
+                raise RfbError("VM display sent more zlib data than its rectangle holds")
             if len(pixels) != want:
                 raise RfbError("VM display sent a short zlib rectangle")
             self._put_pixels(x, y, w, h, pixels)
