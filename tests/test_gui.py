@@ -62,8 +62,7 @@ class Gui:
         return result.stdout.decode()
 
     def start(self, name: str = "t1") -> None:
-        self.launcher.select(name)
-        self.launcher.buttons["Start / Open"].click()
+        self.launcher.card(name).buttons["Start"].click()
         wait_until(lambda: name in self.app.windows and name in self.app.displays)
 
     def display(self, name: str = "t1") -> VmDisplay:
@@ -132,11 +131,11 @@ def non_uniform(display: VmDisplay) -> bool:
 
 
 def test_launcher_lists_contexts_and_warns_without_kvm(gui: Gui) -> None:
-    table = gui.launcher.table
-    rows = {table.item(r, 0).text(): [table.item(r, c).text() for c in range(table.columnCount())]
-            for r in range(table.rowCount())}
-    assert rows["t1"][1:3] == ["tiny", "stopped"]
-    assert rows["t1"][5] == "never"
+    card = gui.launcher.card("t1")
+    assert card.name_label.text() == "t1" and card.state_label.text() == "stopped"
+    details = card.details.text()
+    assert details.startswith("tiny · built ") and "ago" in details and "never kept" in details
+    assert "#112233" in card.stripe.styleSheet()
     gui.app.probe_accel()
     wait_until(lambda: gui.launcher.banner.isVisibleTo(gui.launcher), 30)  # ACCEL=tcg here
     assert "TCG" in gui.launcher.banner.text()
@@ -152,14 +151,13 @@ def test_new_context_dialog_creates_the_context(gui: Gui) -> None:
     profile = ContextStore(gui.app.paths).get("bank").profile
     assert (profile.image, profile.network, profile.on_exit) == (
         "tiny", Network.NONE, ExitDefault.DISCARD)
-    names = [gui.launcher.table.item(r, 0).text() for r in range(gui.launcher.table.rowCount())]
-    assert "bank" in names
+    assert "bank" in gui.launcher.cards
 
 
 def test_remove_context_asks_then_erases(gui: Gui) -> None:
-    gui.launcher.select("t1")
-    box = gui.launcher.remove_selected()
-    assert box is not None
+    gui.launcher.card("t1").buttons["Remove…"].click()
+    box = gui.launcher.findChild(QMessageBox, "confirmRemove")
+    assert box is not None and "t1" in box.text()
     box.button(QMessageBox.StandardButton.Yes).click()
     wait_until(lambda: "t1" not in [c.name for c in ContextStore(gui.app.paths).list()], 30)
     assert not (gui.app.paths.contexts_data / "t1").exists()
@@ -326,8 +324,10 @@ def test_pyside_keeps_its_references_to_none(qtbot: Any) -> None:
 def test_actions_for_each_run_state() -> None:
     from sandbox_app.gui.actions import Action, actions_for  # noqa: PLC0415
 
-    assert actions_for(RunState.STOPPED) == {Action.OPEN, Action.QUICK_RESET, Action.REMOVE}
-    assert actions_for(RunState.RUNNING) == {Action.OPEN, Action.QUICK_RESET, Action.STOP}
+    assert actions_for(RunState.STOPPED) == {Action.OPEN, Action.QUICK_RESET, Action.REMOVE,
+                                             Action.SETTINGS}
+    assert actions_for(RunState.RUNNING) == {Action.OPEN, Action.QUICK_RESET, Action.STOP,
+                                             Action.SETTINGS}
     for busy in (RunState.STARTING, RunState.KEEPING, RunState.WIPING):
         assert actions_for(busy) == set()  # the job under way owns the context
     assert actions_for(None) == set()  # no context selected
@@ -358,15 +358,20 @@ def test_launcher_and_tray_enable_what_actions_for_allows(qtbot: Any, paths: Pat
     launcher = LauncherWindow(app, has_tray=True)
     qtbot.addWidget(launcher)
     tray = Tray(app)
-    buttons = {"Start / Open": Action.OPEN, "Quick reset": Action.QUICK_RESET,
-               "Stop": Action.STOP, "Remove…": Action.REMOVE}
+    buttons = {"Start": Action.OPEN, "Quick reset": Action.QUICK_RESET,
+               "Stop": Action.STOP, "Remove…": Action.REMOVE, "Settings…": Action.SETTINGS}
     entries = {"Open": Action.OPEN, "Quick reset": Action.QUICK_RESET, "Stop…": Action.STOP}
     for app.now in RunState:
         allowed = actions_for(app.now)
         launcher.refresh()
         assert launcher.selected() == "c1"
-        assert {label: launcher.buttons[label].isEnabled() for label in buttons} == {
+        card = launcher.card("c1")
+        assert {label: card.buttons[label].isEnabled() for label in buttons} == {
             label: action in allowed for label, action in buttons.items()}, app.now
+        running = app.now is RunState.RUNNING  # a stopped context offers no Stop
+        assert [card.buttons[b].isVisibleTo(card) for b in ("Quick reset", "Stop", "Remove…")
+                ] == [running, running, not running]
+        assert card.buttons["Start"].text() == ("Open" if running else "Start")
         tray.menu.aboutToShow.emit()
         menu = next(a.menu() for a in tray.menu.actions() if a.text() == f"c1 — {app.now.value}")
         assert isinstance(menu, QMenu)
@@ -434,7 +439,5 @@ def test_session_warnings_show_in_the_window_and_the_launcher(gui: Gui) -> None:
     wait_until(lambda: "no network lease: test" in window.warning_bar.text(), 10)
     assert window.warning_bar.isVisibleTo(window)
     gui.launcher.refresh()
-    row = next(r for r in range(gui.launcher.table.rowCount())
-               if gui.launcher.table.item(r, 0).text() == "t1")
-    state = gui.launcher.table.item(row, 2)
+    state = gui.launcher.card("t1").state_label
     assert state.text().endswith("⚠") and "no network lease: test" in state.toolTip()

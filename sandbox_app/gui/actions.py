@@ -14,6 +14,7 @@ class Action(Enum):
     QUICK_RESET = "quick reset"
     STOP = "stop"  # keep or discard
     REMOVE = "remove"
+    SETTINGS = "settings"  # applied from the next session
 
 
 def actions_for(state: RunState | None) -> set[Action]:
@@ -22,7 +23,7 @@ def actions_for(state: RunState | None) -> set[Action]:
     Nothing while a session starts, keeps or is erased: the job under way owns it.
     """
     if state is RunState.STOPPED:
-        return {Action.OPEN, Action.QUICK_RESET, Action.REMOVE}
+        return {Action.OPEN, Action.QUICK_RESET, Action.REMOVE, Action.SETTINGS}
     if state is RunState.RUNNING:
-        return {Action.OPEN, Action.QUICK_RESET, Action.STOP}
+        return {Action.OPEN, Action.QUICK_RESET, Action.STOP, Action.SETTINGS}
     return set()

@@ -26,8 +26,10 @@ from ..core.vm import Accel
 from .asyncbridge import CANCELLED, Job, JobRunner
 from .dialogs import ask, ask_passphrase, ask_resume, show_error
 from .exit_dialog import ExitChoice, ExitDialog
+from .format import human_bytes
 from .jobs import (
     BuildImageJob,
+    ChangeSettingsJob,
     DisplayJob,
     EndSessionJob,
     ProbeAccelJob,
@@ -39,6 +41,7 @@ from .jobs import (
     StopAllJob,
 )
 from .session_window import SessionWindow
+from .settings_dialog import SettingsChange
 from .signals import AppSignals
 from .transfers import Transfers
 
@@ -67,6 +70,7 @@ class App(QObject):
         s.stop_all_requested.connect(self.confirm_stop_all)
         s.remove_requested.connect(self.remove_context)
         s.create_requested.connect(self.create_context)
+        s.settings_requested.connect(self.change_settings)
         s.build_requested.connect(self.build_image)
         s.error.connect(self._show_error)
         self.jobs.changed.connect(s.changed)
@@ -271,7 +275,15 @@ class App(QObject):
             lambda: self.build_image(image), name="offerBuild", default_no=False)
 
     def build_image(self, image: str) -> Job:
-        return self.submit(BuildImageJob(self.paths, image), f"Building image “{image}”…")
+        job = BuildImageJob(self.paths, image)
+        job.finished.connect(lambda _i: self.signals.notify.emit(
+            "Image built", f"The image “{image}” is ready."))
+        job.failed.connect(lambda msg: self._notify_failure(f"Building “{image}” failed", msg))
+        return self.submit(job, f"Building image “{image}”…")
+
+    def _notify_failure(self, title: str, message: str) -> None:
+        if message != CANCELLED and not self.quitting:
+            self.signals.notify.emit(title, message)
 
     def quick_reset(self, name: str) -> Job | None:
         """Discard the session and be on a clean one at once (the window stays)."""
@@ -332,11 +344,26 @@ class App(QObject):
         self._detach_display(name)  # the last frame stays on screen meanwhile
         job = EndSessionJob(self.runner(name), keep)
         job.finished.connect(lambda report: self._on_ended(name, report))
+        job.finished.connect(lambda report: self._notify_ended(name, report))
         job.failed.connect(lambda _m: self._on_end_failed(name))
+        job.failed.connect(lambda msg: self._notify_failure(
+            f"{'Keeping' if keep else 'Erasing'} “{name}” failed", msg))
         window = self.windows.get(name)
         if window is not None:
             window.follow(job)
         return self.submit(job)
+
+    def _notify_ended(self, name: str, report: EndReport) -> None:
+        if self.quitting:
+            return
+        if report.on_exit == "keep":
+            self.signals.notify.emit(f"“{name}” kept",
+                                     f"{human_bytes(report.changed_bytes)} of changes kept; "
+                                     "the next session starts from here.")
+        elif report.on_exit == "discard":
+            self.signals.notify.emit(f"“{name}” erased",
+                                     f"The session's changes were securely erased "
+                                     f"({human_bytes(report.wiped_bytes)} overwritten).")
 
     def _on_ended(self, name: str, report: EndReport) -> None:
         log.info("session of %s ended: %s", name, report)
@@ -429,6 +456,24 @@ class App(QObject):
             self.signals.error.emit(str(exc))
         else:
             self.runner(profile.name).prepare_spare_soon()
+        self.signals.changed.emit()
+
+    def change_settings(self, change: SettingsChange) -> Job | None:
+        """Apply a context's Settings… (from its next session; a rename only when stopped)."""
+        name = change.name
+        renaming = change.new_name != name
+        if renaming and self.state(name) is not RunState.STOPPED:
+            self.signals.error.emit(f"“{name}” has a running session: stop it to rename it")
+            return None
+        runner = self.runners.pop(name, None) if renaming else self.runners.get(name)
+        if change.new_passphrase is not None and runner is not None:
+            runner.passphrase = None  # asked again at the next start
+        job = ChangeSettingsJob(self.paths, change, runner if renaming else None)
+        job.finished.connect(self._settings_changed)
+        return self.submit(job, f"Saving the settings of “{name}”…")
+
+    def _settings_changed(self, name: str) -> None:
+        self.runner(name).prepare_spare_soon()
         self.signals.changed.emit()
 
     async def shutdown(self, *, suspend: bool = False) -> None:

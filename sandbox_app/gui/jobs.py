@@ -8,7 +8,13 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from ..core.contexts import ContextStore, Journal, async_context_lock, key_store
+from ..core.contexts import (
+    ContextStore,
+    Journal,
+    async_context_lock,
+    key_store,
+    rename_context,
+)
 from ..core.errors import BlankSlateError, UsageError
 from ..core.guest import (
     GuestAgent,
@@ -26,6 +32,7 @@ from ..core.session import ContextRunner, EndReport, Session, SessionState, acce
 from ..core.storage import Paths
 from .asyncbridge import Job, in_thread
 from .format import human_bytes
+from .settings_dialog import SettingsChange
 
 
 async def connect_display(session: Session) -> rfb.RfbClient:
@@ -174,6 +181,43 @@ class RemoveContextJob(Job):
         with contextlib.suppress(BlankSlateError):  # a context without a key is fine
             await in_thread(key_store(self.paths).remove, self.context)
         return wiped
+
+
+class ChangeSettingsJob(Job):
+    """Apply a context's new settings: passphrase, then profile, then name (a rename
+    re-binds its files to the new name: seconds for a large saved state)."""
+
+    def __init__(self, paths: Paths, change: SettingsChange,
+                 runner: ContextRunner | None) -> None:
+        super().__init__(f"settings-{change.name}")
+        self.paths = paths
+        self.context = change.name
+        self.profile = change.profile
+        self.new_name = change.new_name
+        self.passphrase = change.passphrase
+        self.new_passphrase = change.new_passphrase  # None: unchanged; "": remove
+        self.runner = runner  # closed before a rename
+
+    async def work(self) -> str:
+        """Returns the context's name now."""
+        keys = key_store(self.paths)
+        passphrase = self.passphrase
+        if self.new_passphrase is not None:
+            self.report("changing the passphrase", None)
+            if keys.exists(self.context):
+                await in_thread(keys.change_passphrase, self.context, passphrase,
+                                self.new_passphrase or None)
+            else:
+                await in_thread(keys.create, self.context, self.new_passphrase or None)
+            passphrase = self.new_passphrase or None
+        await in_thread(ContextStore(self.paths).update, self.profile)
+        if self.new_name == self.context:
+            return self.context
+        if self.runner is not None:
+            await self.runner.close()  # its next session, made ready, is bound to the name
+        self.report(f"renaming {self.context} to {self.new_name}", None)
+        await in_thread(rename_context, self.paths, self.context, self.new_name, passphrase)
+        return self.new_name
 
 
 class DisplayJob(Job):

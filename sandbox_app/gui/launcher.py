@@ -1,26 +1,26 @@
-"""The launcher: every context with its color, image, state, size on disk and last keep.
+"""The launcher: one card per context (``context_card``) with its color, name, state, image,
+size on disk and last keep, a large Start button and its quick actions.
 
 It carries every action the tray has (Start/Open, Quick reset, Stop, Stop all, Quit), so on
 desktops without a system tray (``QSystemTrayIcon.isSystemTrayAvailable()`` False) nothing is
 lost: closing the launcher then quits (after asking if sessions run) instead of hiding it.
+Keyboard: Tab goes through the cards and their buttons, Up/Down from card to card, Enter
+starts the focused one.
 """
 
 from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QMainWindow,
     QMessageBox,
     QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -29,23 +29,18 @@ from ..core.contexts import Context, ContextStore, key_store
 from ..core.errors import BlankSlateError
 from ..core.images import ImageStore
 from ..core.vm import TCG_WARNING
-from .actions import Action, actions_for
+from .context_card import CardInfo, ContextCard
 from .dialogs import NewContextDialog, ask
-from .format import human_bytes
+from .format import age, human_bytes
 from .protocols import AppState
-from .widgets import swatch
+from .settings_dialog import ContextSettingsDialog
 
-COLUMNS = ["Context", "Image", "State", "Size on disk", "Lock", "Last kept"]
 REFRESH_MS = 5000  # sizes grow while sessions run; cheap to re-read
-BUTTON_ACTIONS = {"Start / Open": Action.OPEN, "Quick reset": Action.QUICK_RESET,
-                  "Stop": Action.STOP, "Remove…": Action.REMOVE}
-
-
 BROKEN_COLOR = "#888888"
 
 
 class LauncherWindow(QMainWindow):
-    """Lists contexts; emits the app's requests for the selected one."""
+    """The contexts as cards; emits the app's requests for them."""
 
     def __init__(self, app: AppState, *, has_tray: bool = True) -> None:
         super().__init__()
@@ -53,45 +48,44 @@ class LauncherWindow(QMainWindow):
         self.has_tray = has_tray
         signals = app.signals
         self.setWindowTitle("Blank Slate")
-        self.resize(820, 380)
+        self.resize(760, 520)
         self.banner = QLabel("⚠ " + TCG_WARNING)
         self.banner.setObjectName("tcgBanner")
         self.banner.setWordWrap(True)
         self.banner.setStyleSheet("background:#fff3cd; color:#664d03; padding:8px;"
-                                  "border:1px solid #ffe69c;")
+                                  "border:1px solid #ffe69c; border-radius:6px;")
         self.banner.setVisible(False)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
-        self.table.doubleClicked.connect(lambda _i: self._emit(signals.open_requested))
-        self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.cards: dict[str, ContextCard] = {}
+        self._selected: str | None = None
+        self._list = QWidget()
+        self._list.setObjectName("cardList")
+        self._list_layout = QVBoxLayout(self._list)
+        self._list_layout.setSpacing(10)
+        self._list_layout.addStretch(1)
+        self.empty = QLabel("No contexts yet: make one with “New context…”.")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setVisible(False)
+        self.card_area = QScrollArea()
+        self.card_area.setWidgetResizable(True)
+        self.card_area.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.card_area.setWidget(self._list)
         self.buttons: dict[str, QPushButton] = {}
         row = QHBoxLayout()
-        for label, slot in (
-            ("Start / Open", lambda: self._emit(signals.open_requested)),
-            ("Quick reset", lambda: self._emit(signals.quick_reset_requested)),
-            ("Stop", lambda: self._emit(signals.stop_requested)),
-            ("New context…", self.new_context),
-            ("Remove…", self.remove_selected),
-            ("Stop all", signals.stop_all_requested.emit),
-            ("Quit", signals.quit_requested.emit),
-        ):
+        for label, slot in (("New context…", self.new_context),
+                            ("Stop all", signals.stop_all_requested.emit),
+                            ("Quit", signals.quit_requested.emit)):
             button = QPushButton(label)
             button.clicked.connect(slot)
             self.buttons[label] = button
             row.addWidget(button)
-            if label == "Remove…":
+            if label == "New context…":
                 row.addStretch(1)
         body = QWidget()
         layout = QVBoxLayout(body)
+        layout.setContentsMargins(16, 16, 16, 12)
         layout.addWidget(self.banner)
-        layout.addWidget(self.table)
+        layout.addWidget(self.empty)
+        layout.addWidget(self.card_area, 1)
         layout.addLayout(row)
         self.setCentralWidget(body)
         signals.changed.connect(self.refresh)
@@ -104,69 +98,100 @@ class LauncherWindow(QMainWindow):
     # ------------------------------------------------------------------ selection
 
     def selected(self) -> str | None:
-        rows = self.table.selectionModel().selectedRows()
-        if not rows:
-            return None
-        item = self.table.item(rows[0].row(), 0)
-        return item.text() if item else None
+        return self._selected if self._selected in self.cards else None
 
     def select(self, name: str) -> None:
-        for r in range(self.table.rowCount()):
-            item = self.table.item(r, 0)
-            if item is not None and item.text() == name:
-                self.table.selectRow(r)
+        """Make ``name`` the chosen card (and give it the keyboard focus)."""
+        card = self.cards.get(name)
+        if card is None:
+            return
+        self._choose(name)
+        card.setFocus(Qt.FocusReason.OtherFocusReason)
+        self.card_area.ensureWidgetVisible(card)
 
-    def _emit(self, signal: object) -> None:
-        name = self.selected()
-        if name is not None:
-            signal.emit(name)  # type: ignore[attr-defined]
+    def card(self, name: str) -> ContextCard:
+        return self.cards[name]
 
-    def _update_buttons(self) -> None:
-        name = self.selected()
-        allowed = actions_for(self.app.state(name) if name else None)
-        for label, action in BUTTON_ACTIONS.items():
-            self.buttons[label].setEnabled(action in allowed)
-        self.buttons["Stop all"].setEnabled(bool(self.app.running()))
+    def _choose(self, name: str) -> None:
+        self._selected = name
+        for other, card in self.cards.items():
+            card.set_selected(other == name)
+
+    def _step(self, name: str, delta: int) -> None:
+        names = list(self.cards)
+        i = names.index(name) + delta
+        if 0 <= i < len(names):
+            self.select(names[i])
 
     # ------------------------------------------------------------------ contents
 
-    def _cells(self, ctx: Context, protected: bool) -> list[str]:
+    def _info(self, ctx: Context, protected: bool, built: dict[str, float]) -> CardInfo:
         p = ctx.profile
         kept = ctx.manifest().kept_at
-        state = self.app.state(p.name).value + (" ⚠" if self.app.warnings(p.name) else "")
-        return [p.name, p.image, state, human_bytes(ctx.size_bytes()),
-                "passphrase" if protected else "—",
-                time.strftime("%Y-%m-%d %H:%M", time.localtime(kept)) if kept else "never"]
+        image = p.image
+        if p.image in built:
+            image += f" · built {age(time.time() - built[p.image])}" if built[p.image] else ""
+        else:
+            image += " (not built yet)"
+        kept_text = ("kept " + time.strftime("%Y-%m-%d %H:%M", time.localtime(kept))
+                     if kept else "never kept")
+        return CardInfo(p.name, p.color, self.app.state(p.name),
+                        f"{image} · {human_bytes(ctx.size_bytes())} · {kept_text}",
+                        protected=protected, warnings="\n".join(self.app.warnings(p.name)))
 
     def refresh(self) -> None:
-        keep = self.selected()
         try:
             contexts, broken = ContextStore(self.app.paths).scan()
             keys = key_store(self.app.paths)
-            rows = [(c.profile.color, self._cells(c, keys.is_protected(c.name)),
-                     "\n".join(self.app.warnings(c.name))) for c in contexts]
+            built = {i.name: i.built_at for i in ImageStore(self.app.paths).list()}
+            infos = [self._info(c, keys.is_protected(c.name), built) for c in contexts]
         except (BlankSlateError, OSError) as exc:
             self.statusBar().showMessage(str(exc))
             return
         # A broken context is listed with its reason (it can be removed); the others work.
-        rows += [(BROKEN_COLOR, [b.name, "—", "broken", "—", "—", "—"], b.reason)
-                 for b in broken]
-        self.table.setRowCount(len(rows))
-        for r, (color, cells, reason) in enumerate(rows):
-            for c, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if c == 0:
-                    item.setIcon(swatch(color))
-                if reason:
-                    item.setToolTip(reason)
-                self.table.setItem(r, c, item)
-        if keep is not None:
-            self.select(keep)
-        if self.selected() is None and rows:
-            self.table.selectRow(0)
+        infos += [CardInfo(b.name, BROKEN_COLOR, None, "", problem=b.reason) for b in broken]
+        self._show_cards(infos)
+        if self.selected() is None and self.cards:
+            self._choose(next(iter(self.cards)))
+        self.empty.setVisible(not self.cards)
+        self.buttons["Stop all"].setEnabled(bool(self.app.running()))
         jobs = [j.name for j in self.app.jobs.running() if not j.name.startswith("display-")]
         self.statusBar().showMessage(("Working: " + ", ".join(jobs)) if jobs else "")
-        self._update_buttons()
+
+    def _show_cards(self, infos: list[CardInfo]) -> None:
+        """Update the cards in place (focus stays), adding and dropping as contexts come
+        and go."""
+        names = [i.name for i in infos]
+        if names != list(self.cards):
+            for card in self.cards.values():
+                self._list_layout.removeWidget(card)
+                card.hide()
+                card.deleteLater()
+            self.cards = {}
+            for i, info in enumerate(infos):
+                card = self._make_card(info)
+                self.cards[info.name] = card
+                self._list_layout.insertWidget(i, card)
+            for before, after in zip(list(self.cards.values()), list(self.cards.values())[1:],
+                                     strict=False):
+                QWidget.setTabOrder(before.buttons["Remove…"], after)
+            if self._selected in self.cards:
+                self._choose(self._selected)
+            return
+        for info in infos:
+            self.cards[info.name].show_info(info)
+
+    def _make_card(self, info: CardInfo) -> ContextCard:
+        s = self.app.signals
+        card = ContextCard(info)
+        card.start.connect(s.open_requested.emit)
+        card.quick_reset.connect(s.quick_reset_requested.emit)
+        card.stop.connect(s.stop_requested.emit)
+        card.settings.connect(self.open_settings)
+        card.remove.connect(self.remove)
+        card.chosen.connect(self._choose)
+        card.step.connect(self._step)
+        return card
 
     # ------------------------------------------------------------------ dialogs
 
@@ -178,16 +203,39 @@ class LauncherWindow(QMainWindow):
         dialog.open()
         return dialog
 
-    def remove_selected(self) -> QMessageBox | None:
-        name = self.selected()
-        if name is None:
+    def open_settings(self, name: str) -> ContextSettingsDialog | None:
+        """The context's Settings… dialog; on OK, the app is asked to apply the change."""
+        try:
+            profile = ContextStore(self.app.paths).get(name).profile
+            protected = key_store(self.app.paths).is_protected(name)
+        except BlankSlateError as exc:
+            self.app.signals.error.emit(str(exc))
             return None
+        dialog = ContextSettingsDialog(profile, protected=protected,
+                                       running=name in self.app.running(), parent=self)
+        dialog.accepted.connect(
+            lambda: self.app.signals.settings_requested.emit(dialog.change()))
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+        return dialog
+
+    def remove(self, name: str) -> QMessageBox:
         return ask(self, "Remove context",
                    f"Remove “{name}” and securely erase everything kept in it?\n"
                    "This cannot be undone.",
                    lambda: self.app.signals.remove_requested.emit(name), name="confirmRemove")
 
+    def remove_selected(self) -> QMessageBox | None:
+        name = self.selected()
+        return self.remove(name) if name is not None else None
+
     # ------------------------------------------------------------------ window
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() is QEvent.Type.PaletteChange:  # the desktop switched light/dark
+            for card in self.cards.values():
+                card.restyle(self.palette())
 
     def bring_up(self) -> None:
         self.showNormal()

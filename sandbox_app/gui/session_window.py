@@ -17,7 +17,6 @@ from PySide6.QtCore import QMimeData, QSize, Qt
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
-    QColor,
     QDragEnterEvent,
     QDragMoveEvent,
     QDropEvent,
@@ -43,14 +42,9 @@ from .asyncbridge import Job
 from .display import VmDisplay
 from .downloads_panel import DownloadsPanel
 from .signals import AppSignals
+from .widgets import text_color
 
 FRAME_WIDTH = 8
-
-
-def text_color(background: str) -> str:
-    """Black or white, whichever reads better on ``background``."""
-    c = QColor(background)
-    return "#000000" if (c.red() * 299 + c.green() * 587 + c.blue() * 114) > 150_000 else "#ffffff"
 
 
 def local_files(mime: QMimeData) -> list[Path]:

@@ -18,6 +18,7 @@ class AppSignals(QObject):
     stop_all_requested = Signal()
     remove_requested = Signal(str)
     create_requested = Signal(object, str)  # Profile, passphrase ("" for none)
+    settings_requested = Signal(object)  # settings_dialog.SettingsChange
     build_requested = Signal(str)  # image name
     # Files and clipboard (gui.transfers carries them out); only ever on a user action.
     open_url_requested = Signal(str, str)  # context, URL (typed into the address bar)
@@ -31,4 +32,5 @@ class AppSignals(QObject):
     # Notifications (controller → views).
     changed = Signal()
     error = Signal(str)
+    notify = Signal(str, str)  # title, message: a desktop notification (the tray shows it)
     tcg_detected = Signal(bool)  # True: sessions run without KVM (show the warning)

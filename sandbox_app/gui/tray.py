@@ -1,4 +1,5 @@
-"""The tray icon: per-context Open / Quick reset / Stop, Stop all, Quit.
+"""The tray icon: per-context Open / Quick reset / Stop, Stop all, Quit; and the desktop
+notifications (``AppSignals.notify``: a keep, an erase or an image build ended or failed).
 
 The menu is rebuilt each time it opens (``aboutToShow``), so it always shows the current
 contexts and states without the tray tracking anything. Where the desktop has no tray the
@@ -18,6 +19,8 @@ from .actions import Action, actions_for
 from .protocols import AppState
 from .widgets import swatch
 
+NOTIFY_MS = 8000
+
 
 class Tray(QObject):
     def __init__(self, app: AppState) -> None:
@@ -29,9 +32,14 @@ class Tray(QObject):
         self.icon.setContextMenu(self.menu)
         self.icon.setToolTip("Blank Slate")
         self.icon.activated.connect(self._activated)
+        app.signals.notify.connect(self.notify)
         self.rebuild()
         if QSystemTrayIcon.isSystemTrayAvailable():
             self.icon.show()
+
+    def notify(self, title: str, message: str) -> None:
+        """A desktop notification from the tray icon (nothing where there is no tray)."""
+        self.icon.showMessage(title, message, QApplication.windowIcon(), NOTIFY_MS)
 
     def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason is QSystemTrayIcon.ActivationReason.Trigger:

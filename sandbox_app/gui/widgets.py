@@ -6,7 +6,13 @@ from PySide6.QtGui import QColor, QIcon, QPixmap
 
 
 def swatch(color: str, size: int = 14) -> QIcon:
-    """A small square in a context's color (launcher rows, tray entries)."""
+    """A small square in a context's color (tray entries, dialogs)."""
     pix = QPixmap(size, size)
     pix.fill(QColor(color))
     return QIcon(pix)
+
+
+def text_color(background: str) -> str:
+    """Black or white, whichever reads better on ``background``."""
+    c = QColor(background)
+    return "#000000" if (c.red() * 299 + c.green() * 587 + c.blue() * 114) > 150_000 else "#ffffff"
