@@ -11,7 +11,7 @@ import test_gui
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
@@ -23,6 +23,7 @@ from sandbox_app.core.session import RunState
 from sandbox_app.core.storage import Paths
 from sandbox_app.gui import asyncbridge
 from sandbox_app.gui.launcher import LauncherWindow
+from sandbox_app.gui.session_window import SessionWindow
 from sandbox_app.gui.settings_dialog import ContextSettingsDialog, SettingsChange
 from sandbox_app.gui.signals import AppSignals
 
@@ -247,3 +248,62 @@ def test_the_tray_notifies_when_an_image_build_fails(gui: Gui) -> None:
     wait_until(job.done, 30)
     assert shown and shown[-1][0] == "Building “no-such-image” failed"
     gui.close()
+
+
+# ---------------------------------------------------------------------------- session window
+
+
+def _session_window(qtbot: Any, client: Any, state: QSettings | None = None) -> SessionWindow:
+    window = SessionWindow("c", "#123456", client, AppSignals(), window_state=state)
+    qtbot.addWidget(window)
+    return window
+
+
+def test_f11_toggles_full_screen(qtbot: Any) -> None:
+    client = test_gui._FakeClient()
+    window = _session_window(qtbot, client)
+    window.show()
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)  # shortcuts go to the active window
+    QTest.keyClick(window.display, Qt.Key.Key_F11)
+    assert window.windowState() & Qt.WindowState.WindowFullScreen
+    assert window.fullscreen_action.isChecked()
+    QTest.keyClick(window.display, Qt.Key.Key_F11)
+    assert not window.windowState() & Qt.WindowState.WindowFullScreen
+    assert not window.fullscreen_action.isChecked()
+    assert client.keys == []  # F11 is the window's, not the guest's
+
+
+def test_send_keys_menu_sends_the_chords_to_the_guest(qtbot: Any) -> None:
+    client = test_gui._FakeClient()
+    window = _session_window(qtbot, client)
+    actions = {a.text(): a for a in window.send_keys_menu.actions()}
+    assert list(actions) == ["Ctrl+Alt+Del"] + [f"Ctrl+Alt+F{n}" for n in range(1, 13)]
+    actions["Ctrl+Alt+Del"].trigger()
+    # Ctrl, Alt, Delete down (QEMU qnums 0x1d, 0x38, 0xd3), then up in reverse.
+    assert client.keys == [(0xFFE3, True, 0x1D), (0xFFE9, True, 0x38), (0xFFFF, True, 0xD3),
+                           (0xFFFF, False, 0xD3), (0xFFE9, False, 0x38), (0xFFE3, False, 0x1D)]
+    client.keys.clear()
+    actions["Ctrl+Alt+F2"].trigger()
+    assert client.keys[2] == (0xFFBF, True, 0x3C)  # F2
+    client.keys.clear()
+    actions["Ctrl+Alt+F12"].trigger()
+    assert client.keys[2] == (0xFFC9, True, 0x58)  # F12
+
+
+def test_a_context_window_reopens_where_it_was(qtbot: Any, paths: Paths) -> None:
+    state = QSettings(str(paths.config / "windows.ini"), QSettings.Format.IniFormat)
+    first = _session_window(qtbot, test_gui._FakeClient(), state)
+    first.show()
+    first.setGeometry(40, 30, 520, 380)  # the offscreen screen is 800x600
+    first.close_for_real()
+    assert (paths.config / "windows.ini").exists()
+    again = QSettings(str(paths.config / "windows.ini"), QSettings.Format.IniFormat)
+    second = _session_window(qtbot, test_gui._FakeClient(), again)
+    second.show()
+    assert (second.width(), second.height()) == (520, 380)
+    assert (second.geometry().x(), second.geometry().y()) == (40, 30)
+    other = SessionWindow("d", "#123456", test_gui._FakeClient(),  # type: ignore[arg-type]
+                          AppSignals(), window_state=again)
+    qtbot.addWidget(other)
+    assert (other.width(), other.height()) != (520, 380)  # per context

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer
 from PySide6.QtWidgets import QProgressDialog
 
 from ..core.contexts import ContextStore, ExitDefault, Profile, key_store
@@ -63,6 +63,10 @@ class App(QObject):
         self.exit_dialogs: dict[str, ExitDialog] = {}
         self.quitting = False
         self.transfers = Transfers(self)
+        # Each context's session window size and position (under the config dir, so
+        # BLANKSLATE_HOME moves it too).
+        self.window_state = QSettings(str(paths.config / "windows.ini"),
+                                      QSettings.Format.IniFormat)
         s = self.signals
         s.open_requested.connect(self.open_context)
         s.quick_reset_requested.connect(self.quick_reset)
@@ -260,7 +264,8 @@ class App(QObject):
         tcg = session is not None and session.accel is Accel.TCG
         window = SessionWindow(name, profile.color, client, self.signals, tcg=tcg,
                                recipe=session.image.recipe if session is not None else None,
-                               clipboard=profile.clipboard, search=profile.search)
+                               clipboard=profile.clipboard, search=profile.search,
+                               window_state=self.window_state)
         self.windows[name] = window
         window.set_warnings(self.warnings(name))
         self._attach_display(name, client)

@@ -68,6 +68,14 @@ _MODIFIER_KEYS = {
 _MODIFIER_QT_KEYS = {K.Key_Shift.value: Qt.KeyboardModifier.ShiftModifier,
                      K.Key_Control.value: Qt.KeyboardModifier.ControlModifier,
                      K.Key_Alt.value: Qt.KeyboardModifier.AltModifier}
+CTRL, ALT, DELETE = (0xFFE3, 29), (0xFFE9, 56), (0xFFFF, 111)  # (keysym, evdev code)
+
+
+def function_key(n: int) -> tuple[int, int]:
+    """F1…F12 as (keysym, evdev code)."""
+    return 0xFFBE + n - 1, (58 + n if n <= 10 else 76 + n)
+
+
 MIN_GUEST_SIZE = QSize(640, 400)
 """Smaller windows scale the picture down rather than shrink the guest's desktop."""
 RESIZE_SETTLE_MS = 400
@@ -220,6 +228,8 @@ class VmDisplay(QWidget):
             (self._held.add if down else self._held.discard)(modifier)
         scancode, needs_shift = self._scancode(event)
         keysym = self._keysym(event)
+        if keysym == 0 and scancode is None:
+            return  # a key we cannot name to the guest (the release of a shortcut's F11)
         if not down:
             self.client.key_event(keysym, False, scancode)
             return
@@ -239,6 +249,16 @@ class VmDisplay(QWidget):
             for m in reversed(wrap):
                 self.client.key_event(_MODIFIER_KEYS[m][0], False, _MODIFIER_KEYS[m][1])
             self._released_early = event.key()
+
+    def send_chord(self, keys: list[tuple[int, int]]) -> None:
+        """Press ``keys`` (keysym, evdev code) in order and release them in reverse: a key
+        combination the host would take for itself (Ctrl+Alt+Del, Ctrl+Alt+F1…)."""
+        codes = [(keysym, qnum_from_evdev(code)) for keysym, code in keys]
+        with contextlib.suppress(rfb.RfbError):  # the display is closing
+            for keysym, qnum in codes:
+                self.client.key_event(keysym, True, qnum)
+            for keysym, qnum in reversed(codes):
+                self.client.key_event(keysym, False, qnum)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         self._released_early = None

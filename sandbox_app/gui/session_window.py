@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, QSize, Qt
+from PySide6.QtCore import QByteArray, QMimeData, QSettings, QSize, Qt
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
@@ -28,7 +28,9 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMainWindow,
+    QMenu,
     QToolBar,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -39,7 +41,7 @@ from ..core.images import Recipe
 from ..core.session import address_to_url
 from ..core.vm import TCG_WARNING
 from .asyncbridge import Job
-from .display import VmDisplay
+from .display import ALT, CTRL, DELETE, VmDisplay, function_key
 from .downloads_panel import DownloadsPanel
 from .signals import AppSignals
 from .widgets import text_color
@@ -61,8 +63,9 @@ class SessionWindow(QMainWindow):
     def __init__(self, context: str, color: str, client: rfb.RfbClient, signals: AppSignals,
                  *, tcg: bool = False, recipe: Recipe | None = None,
                  clipboard: ClipboardPolicy = ClipboardPolicy.HOST_TO_GUEST,
-                 search: str = DEFAULT_SEARCH) -> None:
+                 search: str = DEFAULT_SEARCH, window_state: QSettings | None = None) -> None:
         super().__init__()
+        self.window_state = window_state  # where its size and position are remembered
         self.search = search
         self.context = context
         self.signals = signals
@@ -111,12 +114,61 @@ class SessionWindow(QMainWindow):
         if recipe is not None and recipe.open_url_command:
             self._add_address_bar(bar)
         self._add_transfer_actions(bar, recipe, clipboard)
+        bar.addSeparator()
+        self._add_view_actions(bar)
         self.addToolBar(bar)
         self.setAcceptDrops(True)
         self.statusBar()
         # Start at the guest's own size, so nothing is scaled until the user resizes.
         self.display.set_preferred(QSize(client.width, client.height))
         self.adjustSize()
+        self._restore_geometry()
+
+    # ------------------------------------------------------------------ view
+
+    def _add_view_actions(self, bar: QToolBar) -> None:
+        """Full screen (F11) and the Send keys menu (chords the host would take itself)."""
+        self.fullscreen_action = QAction("Full screen", self)
+        self.fullscreen_action.setCheckable(True)
+        self.fullscreen_action.setShortcut(QKeySequence("F11"))
+        self.fullscreen_action.setToolTip("Full screen (F11)")
+        self.fullscreen_action.triggered.connect(self.toggle_full_screen)
+        bar.addAction(self.fullscreen_action)
+        self.send_keys_menu = QMenu("Send keys", self)
+        self.send_keys_menu.setObjectName("sendKeys")
+        chords = [("Ctrl+Alt+Del", [CTRL, ALT, DELETE])] + [
+            (f"Ctrl+Alt+F{n}", [CTRL, ALT, function_key(n)]) for n in range(1, 13)]
+        for label, keys in chords:
+            action = self.send_keys_menu.addAction(label)
+            action.triggered.connect(lambda _c=False, k=keys: self.display.send_chord(k))
+        button = QToolButton()
+        button.setText("Send keys")
+        button.setMenu(self.send_keys_menu)
+        button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        bar.addWidget(button)
+
+    def toggle_full_screen(self) -> None:
+        if self.isFullScreen():
+            self.showNormal()
+        else:
+            self.showFullScreen()
+        self.fullscreen_action.setChecked(self.isFullScreen())
+
+    def _geometry_key(self) -> str:
+        return f"session/{self.context}/geometry"
+
+    def _restore_geometry(self) -> None:
+        if self.window_state is None:
+            return
+        saved = self.window_state.value(self._geometry_key())
+        if isinstance(saved, QByteArray) and not saved.isEmpty():
+            self.restoreGeometry(saved)
+
+    def save_geometry(self) -> None:
+        """Remember this context's window size and position (not full screen's)."""
+        if self.window_state is not None and not self.isFullScreen():
+            self.window_state.setValue(self._geometry_key(), self.saveGeometry())
+            self.window_state.sync()
 
     def set_warnings(self, warnings: list[str]) -> bool:
         """Show what the session warns about under the context label; True if it changed."""
@@ -251,6 +303,7 @@ class SessionWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self._closing_for_real:
+            self.save_geometry()
             event.accept()
             return
         event.ignore()  # the app asks keep/discard first and closes us when done
