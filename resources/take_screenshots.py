@@ -29,8 +29,12 @@ from sandbox_app.gui import asyncbridge  # noqa: E402
 from sandbox_app.gui.app import App, app_icon  # noqa: E402
 from sandbox_app.gui.launcher import LauncherWindow  # noqa: E402
 
-CACHE = Path.home() / ".cache" / "blankslate-tests" / "home" / "data" / "images"
-BROWSER = Path(platformdirs.user_data_dir("blankslate")) / "images" / "browser"
+# BLANKSLATE_SCREENSHOT_IMAGES: a folder holding both built images (say, a test cache's).
+IMAGES = os.environ.get("BLANKSLATE_SCREENSHOT_IMAGES")
+CACHE = (Path(IMAGES) if IMAGES
+         else Path.home() / ".cache" / "blankslate-tests" / "home" / "data" / "images")
+BROWSER = (CACHE / "browser" if IMAGES
+           else Path(platformdirs.user_data_dir("blankslate")) / "images" / "browser")
 
 
 async def until(cond: Callable[[], bool], timeout: float = 60) -> None:
