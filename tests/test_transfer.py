@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+import pytest
 from helpers import run_cli
+from test_agent import FakeAgent, answer, connect_fake
 
-from sandbox_app.core.guest import sanitize_name
+from sandbox_app.core.contexts import ContextStore
+from sandbox_app.core.errors import GuestError
+from sandbox_app.core.guest import GuestFile, sanitize_name, save_to_host, send_to_guest
+from sandbox_app.core.session import Session
+from sandbox_app.core.storage import Paths
 
 MAKE_FILES = (
     "mkdir -p /root/Downloads && cd /root/Downloads && "
@@ -60,3 +68,66 @@ def test_hostile_names_are_sanitized() -> None:
     assert sanitize_name("a\x1b[31mb\nc") == "a[31mbc"
     assert len(sanitize_name("y" * 500 + ".pdf").encode()) <= 200
     assert sanitize_name("y" * 500 + ".pdf").endswith(".pdf")
+
+
+def test_a_file_sent_in_never_follows_a_link_planted_in_the_guest(tiny_context: str,
+                                                                  tiny_paths: Paths,
+                                                                  tmp_path: Path) -> None:
+    """The guest user plants Downloads/NAME -> a file of root's: the host file does not
+    overwrite it (the agent writes as root and follows links)."""
+    src = tmp_path / "note.txt"
+    src.write_bytes(b"from the host")
+
+    async def scenario() -> None:
+        session = await Session.start(tiny_paths, ContextStore(tiny_paths).get(tiny_context))
+        try:
+            agent = session.agent
+            assert agent is not None
+            plant = await agent.shell(
+                "mkdir -p /root/Downloads && printf precious > /root/victim && "
+                "ln -s /root/victim /root/Downloads/note.txt")
+            assert plant.exit_code == 0
+            with pytest.raises(GuestError, match=r"could not put note\.txt"):
+                await send_to_guest(agent, src, "/root/Downloads")
+            check = await agent.shell("cat /root/victim; echo; "
+                                      "ls /var/tmp /tmp | grep -c blankslate")
+            assert check.stdout.split() == [b"precious", b"0"]
+            # A plain name still goes in, byte for byte.
+            (tmp_path / "other.txt").write_bytes(b"second")
+            assert await send_to_guest(agent, tmp_path / "other.txt",
+                                       "/root/Downloads") == "/root/Downloads/other.txt"
+            got = await agent.shell("cat /root/Downloads/other.txt")
+            assert got.stdout == b"second"
+        finally:
+            await session.discard()
+
+    asyncio.run(scenario())
+
+
+def test_saving_never_erases_a_host_file_it_did_not_create(tmp_path: Path) -> None:
+    """A ``.NAME.part`` already in the target folder is someone else's: it survives, even
+    when the copy fails."""
+    target = tmp_path / "saved"
+    target.mkdir()
+    theirs = target / ".report.pdf.part"
+    theirs.write_bytes(b"not ours")
+
+    async def guest(msg: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        if msg["execute"] == "guest-exec":  # the regular-file check passes
+            writer.write(answer(msg, {"pid": 7}))
+        elif msg["execute"] == "guest-exec-status":
+            writer.write(answer(msg, {"exited": True, "exitcode": 0}))
+        else:  # then the copy fails, after the temp file was made
+            writer.write(json.dumps({"error": {"desc": "gone"}, "id": msg["id"]}).encode()
+                         + b"\n")
+
+    async def scenario() -> None:
+        server, agent = await connect_fake(tmp_path, FakeAgent(guest))
+        async with server, agent:
+            with pytest.raises((GuestError, OSError)):  # GuestError "gone", in fact
+                await save_to_host(agent, "/root/Downloads", GuestFile("report.pdf", 10),
+                                   target)
+
+    asyncio.run(scenario())
+    assert theirs.read_bytes() == b"not ours"
+    assert sorted(p.name for p in target.iterdir()) == [".report.pdf.part"]

@@ -6,8 +6,9 @@ in chunks to a temp file beside the target and renamed into place; an existing h
 never overwritten (a " (1)" suffix is added). Nothing copied out is opened. Sizes and counts
 are capped, every agent call has a timeout, so a lying or stalling guest gets an error.
 
-In: a host file is streamed into the guest's Downloads folder under a sanitised name; a
-copy that fails or is cancelled half-way is removed from the guest.
+In: a host file is streamed into a fresh root-only directory in the guest, then put into the
+Downloads folder under a sanitised name by the folder's owner, created exclusively (no link
+the guest user planted is followed); a copy that fails half-way leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import os
 import re
 import shlex
+import tempfile
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,7 +107,6 @@ async def save_to_host(agent: GuestAgent, folder: str, item: GuestFile, target_d
                               f"{MAX_FILE_BYTES >> 30} GiB limit")
     target_dir.mkdir(parents=True, exist_ok=True)
     target = unique_path(target_dir, sanitize_name(item.name))
-    tmp = target.with_name(f".{target.name}.part")
     guest_path = f"{folder.rstrip('/')}/{item.name}"
     # Refuse anything that is not (still) a regular file: symlinks could point anywhere.
     check = await agent.shell(f"test -f {shlex.quote(guest_path)} && "
@@ -113,8 +114,12 @@ async def save_to_host(agent: GuestAgent, folder: str, item: GuestFile, target_d
     if check.exit_code != 0:
         raise GuestError(f"'{sanitize_name(item.name)}' is not a regular file in the guest")
     done = 0
+    tmp: Path | None = None  # ours only once created: never erase a file we did not make
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        # A fresh random name (O_EXCL, no symlink followed), not ".NAME.part": a file of
+        # that name already there is someone else's.
+        fd, name = tempfile.mkstemp(prefix=".blankslate-", suffix=".part", dir=target_dir)
+        tmp = Path(name)
         with os.fdopen(fd, "wb") as out:
             async for chunk in agent.read_file_chunks(guest_path, _CHUNK):
                 done += len(chunk)
@@ -128,12 +133,30 @@ async def save_to_host(agent: GuestAgent, folder: str, item: GuestFile, target_d
         os.link(tmp, target)  # fails rather than overwrite a file created meanwhile
         tmp.unlink()
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            secure_erase(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                secure_erase(tmp)
         if isinstance(exc, OSError) and exc.errno == 28:
             raise DiskFullError(f"disk full while saving {target.name}") from exc
         raise
     return target
+
+
+# Puts a file staged in a root-only directory into the user's folder. The shell's working
+# directory pins the folder (checked to be the very path asked for, no link on the way), the
+# file is created there exclusively (noclobber: O_CREAT|O_EXCL, which never follows a link)
+# and written through that one descriptor; it is handed to the folder's owner without
+# following a link either (chown -h). A copy that fails half-way is removed.
+# $1 staged file, $2 folder (absolute), $3 name.
+_PLACE = r"""
+cd -P -- "$2" 2>/dev/null && [ "$(pwd -P)" = "$2" ] ||
+    { echo "$2 is not a plain directory" >&2; exit 3; }
+set -C
+exec 3> "./$3" || exit 5
+cat < "$1" >&3 || { rm -f -- "./$3"; exit 6; }
+exec 3>&-
+chown -h "$(stat -c %u:%g .)" "./$3"
+"""
 
 
 async def send_to_guest(agent: GuestAgent, source: Path, folder: str,
@@ -153,22 +176,37 @@ async def send_to_guest(agent: GuestAgent, source: Path, folder: str,
         name = f"{stem} ({n}).{ext}" if dot else f"{ext} ({n})"
         n += 1
     guest_path = f"{folder.rstrip('/')}/{name}"
-    handle = await agent.call("guest-file-open", {"path": guest_path, "mode": "wb"})
+    # The agent writes as root and follows links: it writes only into a fresh directory of
+    # root's; the file reaches the user's folder through _PLACE.
+    made = await agent.shell("mktemp -d /var/tmp/blankslate-in.XXXXXX 2>/dev/null || "
+                             "mktemp -d /tmp/blankslate-in.XXXXXX", timeout=10)
+    staging = made.stdout.decode(errors="replace").strip()
+    if made.exit_code != 0 or not staging.startswith(("/var/tmp/blankslate-in.",
+                                                       "/tmp/blankslate-in.")):
+        raise GuestError("could not make a staging directory in the guest")
+    staged = f"{staging}/file"
     done = 0
-    complete = False
     try:
-        with open(source, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                await agent.write_chunk(handle, chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, size)
-        await agent.call("guest-file-flush", {"handle": handle})
-        complete = True
+        handle = await agent.call("guest-file-open", {"path": staged, "mode": "wb"})
+        try:
+            with open(source, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    await agent.write_chunk(handle, chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, size)
+            await agent.call("guest-file-flush", {"handle": handle})
+        finally:
+            with contextlib.suppress(GuestError):
+                await agent.call("guest-file-close", {"handle": handle}, timeout=5)
+        placed = await agent.exec(["/bin/sh", "-c", _PLACE, "sh", staged,
+                                   folder.rstrip("/") or "/", name],
+                                  timeout=max(30.0, size / (20 << 20)))
+        if placed.exit_code != 0:
+            why = placed.stderr.decode(errors="replace").strip().splitlines()
+            raise GuestError(f"could not put {name} into the guest's {folder}"
+                             + (f": {why[-1][:120]}" if why else ""))
     finally:
         with contextlib.suppress(GuestError):
-            await agent.call("guest-file-close", {"handle": handle}, timeout=5)
-        if not complete:  # no half file left behind to look like a finished one
-            with contextlib.suppress(GuestError):
-                await agent.shell(f"rm -f -- {shlex.quote(guest_path)}", timeout=5)
+            await agent.shell(f"rm -rf -- {shlex.quote(staging)}", timeout=10)
     return guest_path
