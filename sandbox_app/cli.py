@@ -45,6 +45,7 @@ from .core.guest import (
     save_to_host,
     send_to_guest,
 )
+from .core.guest.text import terminal_safe
 from .core.images import ImageStore
 from .core.session import (
     AppSettings,
@@ -308,13 +309,13 @@ async def cmd_run(paths: Paths, args: argparse.Namespace) -> int:
                 "stderr": res.stderr.decode(errors="replace"),
             })
             if not args.json:
-                sys.stdout.write(res.stdout.decode(errors="replace"))
-                sys.stderr.write(res.stderr.decode(errors="replace"))
+                sys.stdout.write(terminal_safe(res.stdout.decode(errors="replace")))
+                sys.stderr.write(terminal_safe(res.stderr.decode(errors="replace")))
         if args.clipboard_out:
             clipboard_out = await copy_from_guest(agent, session.image.recipe,
                                                   ctx.profile.clipboard)
             if not args.json:
-                sys.stdout.write(clipboard_out)
+                sys.stdout.write(terminal_safe(clipboard_out))
         if args.save_downloads:
             for item in await list_downloads(agent, downloads):
                 saved = await save_to_host(agent, downloads, item,
@@ -625,7 +626,7 @@ def _os_error_text(exc: OSError) -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"blankslate: error: {message}", file=sys.stderr)
+    print(f"blankslate: error: {terminal_safe(message)}", file=sys.stderr)
     log.error("exit %d: %s", code, message, extra=FILE_ONLY)
     return code
 

@@ -50,6 +50,7 @@ from ..contexts import (
 )
 from ..errors import BlankSlateError, DiskFullError, GuestError, QemuError, UsageError
 from ..guest import ExecResult, GuestAgent, screen
+from ..guest.text import guest_detail
 from ..images import Image, ImageStore, SnapshotPoint
 from ..progress import Progress, no_progress
 from ..storage import Paths, private_dir, secure_erase
@@ -367,7 +368,7 @@ class Session:
         res = await self.agent.exec(["/bin/sh", "-c", mount_script(self.persistent_dir)],
                                     timeout=60)
         if res.exit_code != 0:
-            detail = (res.stdout or res.stderr).decode(errors="replace").strip()[-200:]
+            detail = guest_detail(res.stdout or res.stderr)
             self.warnings.append(f"the persistent folder is not mounted: {detail}")
             log.warning("session %s: %s", self.id, self.warnings[-1])
 
@@ -385,7 +386,7 @@ class Session:
         assert self.agent is not None
         res = await self.agent.exec([command], timeout=30)
         if res.exit_code != 0:
-            detail = (res.stderr or res.stdout).decode(errors="replace").strip()[-200:]
+            detail = guest_detail(res.stderr or res.stdout)
             self.warnings.append(f"the guest got no network lease: {detail or 'no answer'}")
             log.warning("session %s: %s", self.id, self.warnings[-1])
             return
@@ -462,7 +463,7 @@ class Session:
         res = await agent.exec([*command, url], timeout=30.0)
         if res.exit_code != 0:
             raise GuestError("the guest's browser did not take the URL: "
-                             + res.stderr.decode(errors="replace").strip()[-200:])
+                             + guest_detail(res.stderr))
         if wait:
             await screen.wait_settled(machine, self.runtime_dir, changed_from=before,
                                       loading_color=self.image.recipe.loading_color,
