@@ -58,6 +58,7 @@ from .core.session.control import HOWS, ControlServer, ask, live_sessions
 from .core.session.updates import image_note, reset_context, update_image
 from .core.storage import Paths
 from .core.vm import TCG_WARNING, Accel
+from .core.vm.process import forbid_core_dumps
 from .desktop import missing_display
 from .logfile import FILE_ONLY, log_to_stderr, start_log_file
 
@@ -632,6 +633,7 @@ def _fail(message: str, code: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    forbid_core_dumps()  # the app holds keys: no core file, no /proc/PID/mem for others
     parser = build_parser()
     args = parser.parse_args(argv)
     log_to_stderr(args.verbose)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,22 +50,11 @@ class Frame:
 
 
 async def _dump(machine: QemuMachine, runtime_dir: Path, fmt: str) -> bytes:
-    """QEMU's screendump, read through a FIFO: the picture never lands on a disk."""
-    path = runtime_dir / f"screen-{time.monotonic_ns()}.{fmt}"
-    os.mkfifo(path, 0o600)
-    reader = asyncio.ensure_future(asyncio.to_thread(path.read_bytes))
-    try:
-        await machine.execute("screendump", {"filename": str(path), "format": fmt})
-        return await reader
-    except BaseException:
-        if not reader.done():  # QEMU never opened it: let the reader see an empty file
-            with contextlib.suppress(OSError):
-                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-            with contextlib.suppress(BaseException):
-                await reader
-        raise
-    finally:
-        path.unlink(missing_ok=True)
+    """QEMU's screendump, written into a memfd QEMU gets as ``/dev/fdset/N``: the picture
+    never lands on a disk, and QEMU needs no access to any path (it may run as another
+    user: ``process.qemu_user``)."""
+    del runtime_dir  # kept for the callers; nothing is written there any more
+    return await machine.into_memfd("screendump", {"format": fmt})
 
 
 async def grab(machine: QemuMachine, runtime_dir: Path) -> Frame:

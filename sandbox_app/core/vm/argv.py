@@ -100,6 +100,11 @@ DATA_NODE, DATA_PLACEHOLDER = "data0", "data0-empty"
 DATA_SERIAL = "blankslate-data"
 
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+# With -runas QEMU calls setuid itself, after the sandbox is in place (QEMU 7.2 installs it
+# first): "deny" would kill it there. Once it has dropped root there is nothing left to
+# elevate to (no saved root id, no capabilities, and spawn=deny forbids exec of a setuid
+# binary), so allowing the set*id calls costs nothing.
+SANDBOX_RUNAS = SANDBOX.replace("elevateprivileges=deny", "elevateprivileges=allow")
 
 
 def build_argv(
@@ -111,16 +116,28 @@ def build_argv(
     secret_fds: Sequence[int | None],
     session_dir: Path,
     incoming: bool,
+    console_fd: int,
     qemu: str = "qemu-system-x86_64",
+    runas: str | None = None,
 ) -> list[str]:
-    """The complete, hardened argv. Pure function: easy to test and to audit."""
+    """The complete, hardened argv. Pure function: easy to test and to audit.
+
+    ``console_fd``: a socket the guest's console goes to (the app reads it, with a cap).
+    ``runas`` (``UID:GID``): QEMU opens its files, then drops to that user before the
+    guest runs (the app runs as root; see ``process.qemu_user``).
+    """
     machine = "q35,vmport=off,smbus=off,sata=off,hpet=off,i8042=off,usb=off"
-    machine += f",accel={accel.value}"
+    # A core dump of QEMU must not hold guest RAM (RLIMIT_CORE 0 stops it too).
+    machine += f",accel={accel.value},dump-guest-core=off"
     argv = [
         qemu,
         "-nodefaults",
         "-no-user-config",
-        "-sandbox", SANDBOX,
+        "-sandbox", SANDBOX if runas is None else SANDBOX_RUNAS,
+    ]
+    if runas is not None:
+        argv += ["-runas", runas]
+    argv += [
         "-name", "blankslate",
         "-cpu", accel.cpu_model,
         "-smp", str(spec.cpus),
@@ -149,7 +166,7 @@ def build_argv(
         "-chardev", f"socket,id=qmp,fd={qmp_fd}",
         "-mon", "chardev=qmp,mode=control",
         "-chardev", f"socket,id=qga,fd={agent_fd}",
-        "-chardev", f"file,id=con,path={session_dir / 'console.log'}",
+        "-chardev", f"socket,id=con,fd={console_fd}",
     ]
     # Default backend: a hub with one port, i.e. a NIC that leads nowhere.
     argv += ["-netdev", ",".join(spec.netdev) if spec.netdev else "hubport,id=net0,hubid=0"]

@@ -5,6 +5,11 @@ connect race, no listening socket); a launch failure is a ``QemuLaunchError`` ca
 argv, exit code and QEMU's log tail; commands need a launched machine; migrations wait on
 QMP ``MIGRATION`` events, not polling; shutdown is "ask politely, then kill"; QEMU dies with
 us (PR_SET_PDEATHSIG). ``async with machine:`` kills it on the way out, whatever happened.
+
+QEMU never runs as root: when the app does, QEMU opens its files and drops to an
+unprivileged user (``-runas``) before the guest runs; what it opens later (the data volume,
+screendump targets) it gets as descriptors, never as paths. The guest's console reaches
+``console.log`` through the app, which stops writing at ``CONSOLE_CAP``.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from qemu.qmp.error import QMPError
 
 from ..errors import QemuError
 from .argv import DATA_NODE, DATA_PLACEHOLDER, Accel, Layer, MachineSpec, build_argv
-from .process import find_qemu, secret_pipe, set_pdeathsig, short_error
+from .process import child_setup, find_qemu, qemu_user, secret_pipe, short_error
 
 log = logging.getLogger(__name__)
 
 _LAUNCH_TIMEOUT = 20.0
 _LOG_TAIL_LINES = 20
+CONSOLE_CAP = 1 << 20
+"""Most bytes of guest console output kept in ``console.log``; the rest is read and dropped
+(a guest must not fill the host's disk, nor stall on a console nobody reads)."""
 
 
 class DataInUseError(QemuError):
@@ -62,6 +70,8 @@ class QemuMachine:
         self.process: asyncio.subprocess.Process | None = None
         self.argv: list[str] = []
         self._log_path = session_dir / "qemu.log"
+        self.console_path = session_dir / "console.log"
+        self._console_task: asyncio.Task[None] | None = None
         self.data_error: str | None = None  # why the data volume is not attached
 
     async def __aenter__(self) -> QemuMachine:
@@ -102,13 +112,15 @@ class QemuMachine:
         if self.process is not None:
             raise QemuError("this QEMU machine was already launched")
         qemu = find_qemu()
+        runas = qemu_user()
         qmp_ours, qmp_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ga_ours, ga_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        con_ours, con_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         secret_fds = [
             secret_pipe(layer.secret) if layer.secret is not None else None
             for layer in self.spec.disk
         ]
-        inherited = [qmp_theirs.fileno(), ga_theirs.fileno()]
+        inherited = [qmp_theirs.fileno(), ga_theirs.fileno(), con_theirs.fileno()]
         inherited += [fd for fd in secret_fds if fd is not None]
         inherited += list(extra_fds)
         self.argv = argv = build_argv(
@@ -119,7 +131,9 @@ class QemuMachine:
             secret_fds=secret_fds,
             session_dir=self.session_dir,
             incoming=incoming,
+            console_fd=con_theirs.fileno(),
             qemu=qemu,
+            runas=runas.runas if runas else None,
         )
         log.debug("launching %s", " ".join(argv))
         logfd = os.open(self._log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -130,17 +144,19 @@ class QemuMachine:
                 stdout=logfd,
                 stderr=logfd,
                 pass_fds=inherited,
-                preexec_fn=set_pdeathsig,
+                preexec_fn=child_setup,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
                 start_new_session=True,
             )
         except OSError as exc:
+            con_ours.close()
             raise QemuLaunchError(f"cannot start QEMU: {exc.strerror}", argv=argv, exitcode=None,
                                   log_tail="") from exc
         finally:
             os.close(logfd)
             qmp_theirs.close()
             ga_theirs.close()
+            con_theirs.close()
             for fd in secret_fds:
                 if fd is not None:
                     os.close(fd)
@@ -148,6 +164,8 @@ class QemuMachine:
             self.spec = dataclasses.replace(
                 self.spec, disk=tuple(Layer(layer.path) for layer in self.spec.disk))
         self.agent_sock = ga_ours
+        self._console_task = asyncio.create_task(self._pump_console(con_ours),
+                                                 name=f"console of {self.session_dir.name}")
         try:
             async with asyncio.timeout(_LAUNCH_TIMEOUT):
                 await self.qmp.connect(qmp_ours)
@@ -158,6 +176,24 @@ class QemuMachine:
                 exitcode=self.process.returncode if self.process else None,
                 log_tail=self.log_tail(),
             ) from exc
+
+    async def _pump_console(self, sock: socket.socket) -> None:
+        """Copy the guest's console into ``console.log`` up to ``CONSOLE_CAP`` bytes, then
+        keep reading and dropping it (an unread console would stall the guest's writes)."""
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        kept = 0
+        try:
+            with sock, open(self.console_path, "wb", buffering=0) as out:
+                os.fchmod(out.fileno(), 0o600)
+                while data := await loop.sock_recv(sock, 1 << 16):
+                    if kept < CONSOLE_CAP:
+                        out.write(data[:CONSOLE_CAP - kept])
+                        kept += len(data)
+                        if kept >= CONSOLE_CAP:
+                            out.write(b"\n[console output cut at %d bytes]\n" % CONSOLE_CAP)
+        except OSError as exc:
+            log.debug("console of %s: %s", self.session_dir.name, exc)
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last lines QEMU wrote to its log."""
@@ -248,8 +284,11 @@ class QemuMachine:
         standby) never holds the volume that a running session writes. The guest sees a
         capacity change and reads the new size. The key goes in through a pipe."""
         assert data.secret is not None
+        runas = qemu_user()
         reader = secret_pipe(data.secret)
         try:
+            if runas is not None:  # QEMU reopens it as /dev/fd/N, as its own user
+                os.fchown(reader, runas.uid, runas.gid)
             self.qmp.send_fd_scm(reader)
             added = await self.execute("add-fd")
         finally:
@@ -259,13 +298,22 @@ class QemuMachine:
                                               "file": f"/dev/fd/{added['fd']}", "format": "raw"})
         finally:
             await self.execute("remove-fd", {"fdset-id": added["fdset-id"]})
+        # The volume goes in as a descriptor (an fdset): QEMU may run as a user that cannot
+        # reach the context's directory, and opens no path of ours after its start.
+        volume = os.open(data.path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            self.qmp.send_fd_scm(volume)
+            volume_set = (await self.execute("add-fd", {"opaque": "data volume"}))["fdset-id"]
+        finally:
+            os.close(volume)
         try:
             await self.execute("blockdev-add", {
                 "driver": "qcow2", "node-name": "datavol",
-                "file": {"driver": "file", "filename": str(data.path)},
+                "file": {"driver": "file", "filename": f"/dev/fdset/{volume_set}"},
                 "encrypt": {"format": "luks", "key-secret": "datasec"}})
         except QemuError as exc:
             await self.execute("object-del", {"id": "datasec"})
+            await self.execute("remove-fd", {"fdset-id": volume_set})
             if "lock" in str(exc):  # QEMU's image locking: another QEMU has it open
                 raise DataInUseError(str(exc)) from exc
             raise
@@ -287,15 +335,12 @@ class QemuMachine:
             info = await self.execute("query-migrate")
             raise QemuError(f"saving state failed: {info.get('error-desc', status)}")
 
-    async def save_devices(self) -> bytes:
-        """Stop the guest and return its device state alone (no RAM: see ``guestram``); the
-        stream loads with ``restore``.
-
-        QEMU writes it to a memfd (memory, never disk) it opens as ``/dev/fdset/N``: not a
-        pipe, because QEMU closes an fdset's descriptors only while the guest runs.
-        """
-        await self.execute("stop")
-        memfd = os.memfd_create("blankslate-devices", os.MFD_CLOEXEC)
+    async def into_memfd(self, cmd: str, args: dict[str, Any]) -> bytes:
+        """Run a QMP command that writes a file (``filename``), giving it a memfd as
+        ``/dev/fdset/N`` (memory, never disk; no path QEMU must be able to reach); return
+        what it wrote. Not a pipe: QEMU closes an fdset's descriptors only while the guest
+        runs."""
+        memfd = os.memfd_create("blankslate-qemu-out", os.MFD_CLOEXEC)
         try:
             writer = os.open(f"/proc/self/fd/{memfd}", os.O_WRONLY | os.O_CLOEXEC)
             try:
@@ -304,13 +349,22 @@ class QemuMachine:
             finally:
                 os.close(writer)
             try:
-                await self.execute("xen-save-devices-state",
-                                   {"filename": f"/dev/fdset/{fdset}", "live": False})
+                await self.execute(cmd, {**args, "filename": f"/dev/fdset/{fdset}"})
             finally:
                 await self.execute("remove-fd", {"fdset-id": fdset})
             return os.pread(memfd, os.fstat(memfd).st_size, 0)
         finally:
             os.close(memfd)
+
+    async def save_devices(self) -> bytes:
+        """Stop the guest and return its device state alone (no RAM: see ``guestram``); the
+        stream loads with ``restore``.
+
+        QEMU writes it to a memfd (memory, never disk) it opens as ``/dev/fdset/N``: not a
+        pipe, because QEMU closes an fdset's descriptors only while the guest runs.
+        """
+        await self.execute("stop")
+        return await self.into_memfd("xen-save-devices-state", {"live": False})
 
     async def shutdown(self, timeout: float = 5.0) -> None:
         """Ask QEMU to quit (flushing its disks); kill it if it does not."""
@@ -339,3 +393,9 @@ class QemuMachine:
         if self.agent_sock is not None:
             self.agent_sock.close()
             self.agent_sock = None
+        if self._console_task is not None:  # QEMU is gone: the console ends by itself
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await asyncio.shield(self._console_task)
+            self._console_task.cancel()
+            self._console_task = None

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import BlankSlateError
 from .egress import EgressGuard, host_resolvers
-from .process import set_pdeathsig
+from .process import helper_popen_kwargs
 
 
 @dataclass
@@ -78,7 +78,7 @@ async def egress_namespace(command: list[str], pass_fds: Sequence[int] = ()
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, pass_fds=[*pass_fds, ctrl_child.fileno()],
-            preexec_fn=set_pdeathsig,  # noqa: PLW1509  (started from the event loop thread)
+            **helper_popen_kwargs(),  # dies with us, no core; under root: not root
         )
     finally:
         ctrl_child.close()
