@@ -350,6 +350,9 @@ def test_launcher_and_tray_enable_what_actions_for_allows(qtbot: Any, paths: Pat
         def warnings(self, name: str) -> list[str]:
             return self.warned
 
+        def image_note(self, context: object) -> str:
+            return ""
+
         def running(self) -> list[str]:
             return [] if self.now is RunState.STOPPED else ["c1"]
 
@@ -360,7 +363,8 @@ def test_launcher_and_tray_enable_what_actions_for_allows(qtbot: Any, paths: Pat
     tray = Tray(app)
     buttons = {"Start": Action.OPEN, "Quick reset": Action.QUICK_RESET,
                "Stop": Action.STOP, "Remove…": Action.REMOVE, "Settings…": Action.SETTINGS}
-    entries = {"Open": Action.OPEN, "Quick reset": Action.QUICK_RESET, "Stop…": Action.STOP}
+    entries = {"Open": Action.OPEN, "Quick reset": Action.QUICK_RESET, "Suspend": Action.STOP,
+               "Stop…": Action.STOP}
     for app.now in RunState:
         allowed = actions_for(app.now)
         launcher.refresh()
@@ -441,3 +445,31 @@ def test_session_warnings_show_in_the_window_and_the_launcher(gui: Gui) -> None:
     gui.launcher.refresh()
     state = gui.launcher.card("t1").state_label
     assert state.text().endswith("⚠") and "no network lease: test" in state.toolTip()
+
+
+@ends_clean
+def test_suspend_from_the_window_then_resume_from_the_launcher(gui: Gui) -> None:
+    gui.start()
+    gui.guest("t1", "echo before-suspend > /root/s; sync")
+    gui.app.windows["t1"].suspend_action.trigger()
+    wait_until(gui.ended)
+    card = gui.launcher.card("t1")
+    wait_until(lambda: card.state_label.text() == "suspended")
+    assert card.start_button.text() == "Resume…" and "suspended" in card.details.text()
+    card.start_button.click()  # asks: Resume or Discard
+    box = wait_for_box("askResume")
+    next(b for b in box.buttons() if b.text() == "Resume").click()
+    wait_until(lambda: gui.app.state("t1") is RunState.RUNNING and "t1" in gui.app.windows)
+    assert gui.guest("t1", "cat /root/s") == "before-suspend\n"
+
+
+def wait_for_box(name: str) -> QMessageBox:
+    found: list[QMessageBox] = []
+
+    def shown() -> bool:
+        found[:] = [w for w in QApplication.topLevelWidgets()
+                    if isinstance(w, QMessageBox) and w.objectName() == name and w.isVisible()]
+        return bool(found)
+
+    wait_until(shown, 10)
+    return found[0]

@@ -44,6 +44,9 @@ class Views:
     def warnings(self, name: str) -> list[str]:
         return []
 
+    def image_note(self, context: object) -> str:
+        return ""
+
     def running(self) -> list[str]:
         return [n for n, s in self.states.items() if s is not RunState.STOPPED]
 

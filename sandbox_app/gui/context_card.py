@@ -32,6 +32,7 @@ class CardInfo:
     protected: bool = False
     warnings: str = ""
     problem: str = ""
+    suspended: bool = False  # a suspended session waits: Start resumes (or discards) it
 
 
 STYLE = """
@@ -118,6 +119,8 @@ class ContextCard(QFrame):
         self.stripe.setStyleSheet(f"background:{info.color}; border-top-left-radius:10px;"
                                   "border-bottom-left-radius:10px;")
         state = info.state.value if info.state is not None else "broken"
+        if info.suspended and info.state is RunState.STOPPED:
+            state = "suspended"
         self.state_label.setText(state + (" ⚠" if info.warnings else ""))
         self.state_label.setToolTip(info.warnings or info.problem)
         self.lock_label.setVisible(info.protected)
@@ -125,7 +128,8 @@ class ContextCard(QFrame):
         self.setToolTip(info.problem)
         allowed = actions_for(info.state) if info.state is not None else set()
         running = info.state is RunState.RUNNING
-        self.start_button.setText("Open" if running else "Start")
+        self.start_button.setText("Open" if running else "Resume…" if info.suspended
+                                  else "Start")
         self.start_button.setToolTip(f"Show the window of “{info.name}”" if running
                                      else f"Start a session of “{info.name}” (Enter)")
         self.start_button.setEnabled(Action.OPEN in allowed)

@@ -15,12 +15,13 @@ from typing import Any
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer
 from PySide6.QtWidgets import QProgressDialog
 
-from ..core.contexts import ContextStore, ExitDefault, Profile, key_store
+from ..core.contexts import Context, ContextStore, ExitDefault, Profile, key_store
 from ..core.errors import BlankSlateError, UsageError
 from ..core.guest import rfb
 from ..core.images import ImageStore
 from ..core.session import AppSettings, ContextRunner, EndReport, RunState, SleepWatch
 from ..core.session.control import HOWS
+from ..core.session.updates import image_note
 from ..core.storage import Paths
 from ..core.vm import Accel
 from .asyncbridge import CANCELLED, Job, JobRunner
@@ -71,6 +72,7 @@ class App(QObject):
         s.open_requested.connect(self.open_context)
         s.quick_reset_requested.connect(self.quick_reset)
         s.stop_requested.connect(self.request_stop)
+        s.suspend_requested.connect(self.suspend)
         s.stop_all_requested.connect(self.confirm_stop_all)
         s.remove_requested.connect(self.remove_context)
         s.create_requested.connect(self.create_context)
@@ -94,6 +96,12 @@ class App(QObject):
         runner = self.runners.get(name)
         session = runner.session if runner is not None else None
         return list(dict.fromkeys(session.warnings)) if session is not None else []
+
+    def image_note(self, context: Context) -> str:
+        try:
+            return image_note(context, ImageStore(self.paths).get(context.profile.image))
+        except (BlankSlateError, OSError):
+            return ""
 
     def _tick(self) -> None:
         self._show_warnings()
@@ -345,14 +353,20 @@ class App(QObject):
             del self.exit_dialogs[name]
             dialog.deleteLater()
 
-    def _end(self, name: str, keep: bool) -> Job:
+    def suspend(self, name: str) -> Job | None:
+        """Save the session apart and close it (Session.suspend); Start resumes it."""
+        if self.state(name) is not RunState.RUNNING:
+            return None
+        return self._end(name, keep=False, suspend=True)
+
+    def _end(self, name: str, keep: bool, *, suspend: bool = False) -> Job:
         self._detach_display(name)  # the last frame stays on screen meanwhile
-        job = EndSessionJob(self.runner(name), keep)
+        job = EndSessionJob(self.runner(name), keep, suspend=suspend)
         job.finished.connect(lambda report: self._on_ended(name, report))
         job.finished.connect(lambda report: self._notify_ended(name, report))
         job.failed.connect(lambda _m: self._on_end_failed(name))
-        job.failed.connect(lambda msg: self._notify_failure(
-            f"{'Keeping' if keep else 'Erasing'} “{name}” failed", msg))
+        verb = "Suspending" if suspend else "Keeping" if keep else "Erasing"
+        job.failed.connect(lambda msg: self._notify_failure(f"{verb} “{name}” failed", msg))
         window = self.windows.get(name)
         if window is not None:
             window.follow(job)
@@ -365,6 +379,9 @@ class App(QObject):
             self.signals.notify.emit(f"“{name}” kept",
                                      f"{human_bytes(report.changed_bytes)} of changes kept; "
                                      "the next session starts from here.")
+        elif report.on_exit == "suspend":
+            self.signals.notify.emit(f"“{name}” suspended",
+                                     "Start it again to resume where it was.")
         elif report.on_exit == "discard":
             self.signals.notify.emit(f"“{name}” erased",
                                      f"The session's changes were securely erased "

@@ -83,15 +83,18 @@ class QuickResetJob(Job):
 
 
 class EndSessionJob(Job):
-    """End a session: keep its changes in the context, or discard them (secure erase)."""
+    """End a session: keep its changes in the context, discard them (secure erase), or
+    suspend it."""
 
-    def __init__(self, runner: ContextRunner, keep: bool) -> None:
-        super().__init__(f"{'keep' if keep else 'discard'}-{runner.name}")
+    def __init__(self, runner: ContextRunner, keep: bool, *, suspend: bool = False) -> None:
+        how = "suspend" if suspend else "keep" if keep else "discard"
+        super().__init__(f"{how}-{runner.name}")
         self.runner = runner
         self.keep = keep
+        self.suspend = suspend
 
     async def work(self) -> EndReport:
-        return await self.runner.stop(self.keep, self.report)
+        return await self.runner.stop(self.keep, self.report, suspend=self.suspend)
 
 
 class StopAllJob(Job):

@@ -10,6 +10,7 @@ starts the focused one.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from PySide6.QtCore import QEvent, Qt, QTimer
@@ -135,9 +136,16 @@ class LauncherWindow(QMainWindow):
             image += " (not built yet)"
         kept_text = ("kept " + time.strftime("%Y-%m-%d %H:%M", time.localtime(kept))
                      if kept else "never kept")
-        return CardInfo(p.name, p.color, self.app.state(p.name),
-                        f"{image} · {human_bytes(ctx.size_bytes())} · {kept_text}",
-                        protected=protected, warnings="\n".join(self.app.warnings(p.name)))
+        suspended = ""
+        with contextlib.suppress(OSError):
+            since = ctx.suspended_path.stat().st_mtime
+            suspended = f"suspended {age(time.time() - since)} ago"
+        details = f"{image} · {human_bytes(ctx.size_bytes())} · {suspended or kept_text}"
+        if note := self.app.image_note(ctx):
+            details += f"\n{note}"
+        return CardInfo(p.name, p.color, self.app.state(p.name), details,
+                        protected=protected, warnings="\n".join(self.app.warnings(p.name)),
+                        suspended=bool(suspended))
 
     def refresh(self) -> None:
         try:

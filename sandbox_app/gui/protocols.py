@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..core.contexts import Context
 from ..core.session import RunState
 from ..core.storage import Paths
 from .asyncbridge import JobRunner
@@ -25,6 +26,10 @@ class AppState(Protocol):
 
     def warnings(self, name: str) -> list[str]:
         """What the context's session warns about (TCG, no network guard, key unprotected)."""
+        ...
+
+    def image_note(self, context: Context) -> str:
+        """"updates available" and why, or ""."""
         ...
 
     def running(self) -> list[str]:

@@ -104,6 +104,11 @@ class SessionWindow(QMainWindow):
         self.reset_action = QAction("Quick reset", self)
         self.reset_action.setToolTip("Throw this session away and continue on a clean one")
         self.reset_action.triggered.connect(lambda: signals.quick_reset_requested.emit(context))
+        self.suspend_action = QAction("Suspend", self)
+        self.suspend_action.setToolTip("Save this session as it is and close it: the next "
+                                       "start of the context resumes it")
+        self.suspend_action.triggered.connect(lambda: signals.suspend_requested.emit(context))
+        bar.addAction(self.suspend_action)
         self.stop_action = QAction("Stop", self)
         self.stop_action.setToolTip("End this session: keep or discard its changes")
         self.stop_action.triggered.connect(lambda: signals.stop_requested.emit(context))
@@ -247,7 +252,8 @@ class SessionWindow(QMainWindow):
         self._update_actions()
 
     def _update_actions(self) -> None:
-        for action in (self.reset_action, self.stop_action, self.send_action):
+        for action in (self.reset_action, self.suspend_action, self.stop_action,
+                       self.send_action):
             action.setEnabled(not self._busy)
         for action, why in self._refusals.items():
             action.setEnabled(why is None and not self._busy)

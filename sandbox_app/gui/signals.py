@@ -15,6 +15,7 @@ class AppSignals(QObject):
     open_requested = Signal(str)
     quick_reset_requested = Signal(str)
     stop_requested = Signal(str)
+    suspend_requested = Signal(str)
     stop_all_requested = Signal()
     remove_requested = Signal(str)
     create_requested = Signal(object, str)  # Profile, passphrase ("" for none)

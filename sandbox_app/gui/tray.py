@@ -62,6 +62,8 @@ class Tray(QObject):
                 Action.OPEN in allowed)
             sub.addAction("Quick reset", partial(s.quick_reset_requested.emit, name)).setEnabled(
                 Action.QUICK_RESET in allowed)
+            sub.addAction("Suspend", partial(s.suspend_requested.emit, name)).setEnabled(
+                Action.STOP in allowed)
             sub.addAction("Stop…", partial(s.stop_requested.emit, name)).setEnabled(
                 Action.STOP in allowed)
         self.menu.addSeparator()
