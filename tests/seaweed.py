@@ -71,6 +71,9 @@ def seaweedfs(workdir: Path, timeout: float = 90) -> Iterator[S3Server]:
          f"-volume.port={v}", f"-volume.port.grpc={vg}", "-volume.max=100",
          "-volume.minFreeSpace=50MiB", "-filer", f"-filer.port={f}", f"-filer.port.grpc={fg}",
          "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3g}", f"-s3.config={config}",
+         # Its Iceberg and Lance side servers default to fixed ports (8181, 9101): off, so
+         # two servers (or something else on those ports) never collide.
+         "-s3.port.iceberg=0", "-s3.port.lance=0",
          "-metricsPort=0"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
         start_new_session=True)
