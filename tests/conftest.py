@@ -69,6 +69,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("BLANKSLATE_HOME", str(h))
     monkeypatch.setenv("BLANKSLATE_ACCEL", "tcg")
     monkeypatch.setenv("BLANKSLATE_KEYRING", "off")  # never touch the user's keyring
+    # The app rebuilds images older than a week; tests share built images: never here.
+    (h / "config").mkdir(parents=True, mode=0o700)
+    (h / "config" / "app.toml").write_text("image_update_days = 0\n")
     return h
 
 

@@ -84,3 +84,22 @@ def test_update_keeps_kept_contexts_on_their_point_until_reset(own_tiny: Paths) 
     assert out == ["no-k\nfolder\n"]
     assert not (paths.images / "tiny" / "snapshots" / old_point).exists()
     assert (paths.images / "tiny" / "snapshots" / new_points[0]).exists()
+
+
+def test_the_app_updates_an_image_older_than_a_week(own_tiny: Paths, qapp: object) -> None:
+    from sandbox_app.gui import asyncbridge  # noqa: PLC0415  (Qt only for this test)
+    from sandbox_app.gui.app import App  # noqa: PLC0415
+
+    (own_tiny.config / "app.toml").write_text("image_update_days = 7\n")
+    before = {p.name for p in (own_tiny.images / "tiny" / "snapshots").iterdir()}
+    loop = asyncbridge.install_loop(qapp)  # type: ignore[arg-type]
+    try:
+        app = App(own_tiny)
+        built = json.loads((own_tiny.images / "tiny" / "manifest.json").read_text())["built_at"]
+        assert app.update_old_images(now=built + 6 * 86400) == []  # not a week old yet
+        assert len(app.update_old_images(now=built + 8 * 86400)) == 1
+        asyncbridge.complete(app.jobs.wait_all(), 600)
+    finally:
+        loop.close()
+    after = {p.name for p in (own_tiny.images / "tiny" / "snapshots").iterdir()}
+    assert after - before, "a new snapshot point for the new build"

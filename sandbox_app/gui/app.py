@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         launcher.show()
         app.probe_accel()
         app.prepare_spares(first=args.open)
+        app.update_old_images()
         if args.open:
             job = app.open_context(args.open)
             if job is not None and args.url:

@@ -9,7 +9,9 @@ requests; ``App`` runs core coroutines as jobs (``asyncbridge``/``jobs``) and em
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import Any
 
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer
@@ -293,6 +295,24 @@ class App(QObject):
             "Image built", f"The image “{image}” is ready."))
         job.failed.connect(lambda msg: self._notify_failure(f"Building “{image}” failed", msg))
         return self.submit(job, f"Building image “{image}”…")
+
+    def update_old_images(self, now: float | None = None) -> list[Job]:
+        """Rebuild, in the background, every image older than ``image_update_days``
+        (config/app.toml; 0: never): sessions go on, the next ones use the new build."""
+        days = AppSettings.load(self.paths).image_update_days
+        jobs: list[Job] = []
+        if days <= 0:
+            return jobs
+        for image in ImageStore(self.paths).list():
+            with contextlib.suppress(BlankSlateError, OSError):
+                if (now or time.time()) - image.built_at > days * 86400:
+                    job = BuildImageJob(self.paths, image.name, update=True)
+                    job.finished.connect(lambda _i, n=image.name: self.signals.notify.emit(
+                        "Image updated", f"“{n}” has current updates: new sessions use it."))
+                    job.failed.connect(lambda msg, n=image.name: self._notify_failure(
+                        f"Updating “{n}” failed", msg))
+                    jobs.append(self.submit(job, f"Updating image “{image.name}”…"))
+        return jobs
 
     def _notify_failure(self, title: str, message: str) -> None:
         if message != CANCELLED and not self.quitting:

@@ -29,6 +29,7 @@ from ..core.guest import (
 )
 from ..core.images import Image, ImageStore
 from ..core.session import ContextRunner, EndReport, Session, SessionState, accel_warning
+from ..core.session.updates import update_image
 from ..core.storage import Paths
 from .asyncbridge import Job, in_thread
 from .format import human_bytes
@@ -153,12 +154,15 @@ class BuildImageJob(Job):
 
     cancellable = True  # the recipe runner kills its builder and removes the work dir
 
-    def __init__(self, paths: Paths, image: str) -> None:
+    def __init__(self, paths: Paths, image: str, *, update: bool = False) -> None:
         super().__init__(f"build-{image}")
         self.paths = paths
         self.image = image
+        self.update = update  # rebuild with current packages (see session.updates)
 
     async def work(self) -> Image:
+        if self.update:
+            return await update_image(self.paths, self.image, self.report)
         return await ImageStore(self.paths).build(self.image, progress=self.report)
 
 

@@ -30,6 +30,7 @@ class AppSettings:
     standby: str = "auto"
     passphrase_idle_minutes: float = 15.0
     link_context: str = "personal"  # where `blankslate open URL` (links from other apps) go
+    image_update_days: int = 7  # the app rebuilds an image older than this; 0: never
 
     @classmethod
     def load(cls, paths: Paths) -> AppSettings:
@@ -46,7 +47,11 @@ class AppSettings:
             link = data.get("link_context", "personal")
             if not isinstance(link, str):
                 raise ValueError("link_context must be a context name")
-            return cls(standby=standby, passphrase_idle_minutes=float(idle), link_context=link)
+            days = data.get("image_update_days", 7)
+            if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 3650:
+                raise ValueError("image_update_days must be 0 (never) to 3650")
+            return cls(standby=standby, passphrase_idle_minutes=float(idle), link_context=link,
+                       image_update_days=days)
         except FileNotFoundError:
             return cls()
         except (OSError, ValueError, UnicodeDecodeError) as exc:
