@@ -254,3 +254,29 @@ def test_a_guest_stalling_the_downloads_check_does_not_hold_the_exit_dialog(gui:
     assert dialog.downloads_note.isVisible()
     assert "Could not check the guest's downloads" in dialog.downloads_note.text()
     dialog.cancel_button.click()
+
+
+@ends_clean
+def test_a_download_moved_to_persistent_is_listed_there_and_outlives_the_session(
+        gui: Gui, tmp_path: Path) -> None:
+    gui.start()
+    gui.guest("t1", f"mkdir -p {DOWNLOADS} && echo statement > {DOWNLOADS}/statement.txt")
+    window = gui.app.windows["t1"]
+    window.downloads_action.trigger()
+    wait_until(lambda: "statement.txt" in listed(gui), 30)
+    assert not listed(gui)["statement.txt"].folder.endswith("Persistent")
+    window.downloads.select_all()
+    assert window.downloads.move_button.isEnabled()
+    window.downloads.move_button.click()
+    wait_until(lambda: "statement.txt" in listed(gui)
+               and listed(gui)["statement.txt"].folder.endswith("/Persistent"), 30)
+    item = window.downloads.list.item(0).text()
+    assert item.startswith("Persistent/statement.txt"), item
+    assert gui.guest("t1", f"ls {DOWNLOADS}; cat /root/Persistent/statement.txt") == \
+        "statement\n"
+    # Saved out to the host from there like any download.
+    window.downloads.select_all()
+    asyncbridge.complete(asyncio.sleep(0))
+    gui.app.transfers.save_to("t1", window.downloads.selected(), tmp_path)
+    wait_until((tmp_path / "statement.txt").exists, 30)
+    assert (tmp_path / "statement.txt").read_text() == "statement\n"

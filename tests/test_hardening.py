@@ -38,7 +38,7 @@ def test_under_root_the_qemu_user_is_the_one_asked_for(monkeypatch: pytest.Monke
 def test_under_root_the_qemu_user_owns_the_data_or_is_nobody(
         home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BLANKSLATE_QEMU_USER", raising=False)
-    home.mkdir()
+    home.mkdir(exist_ok=True)  # the fixture may have made it (its config)
     owner = home.stat()
     if owner.st_uid != 0:
         assert qemu_user(euid=0) == RunAs(owner.st_uid, pwd.getpwuid(owner.st_uid).pw_gid)

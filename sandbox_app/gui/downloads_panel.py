@@ -27,7 +27,8 @@ _FILE_ROLE = Qt.ItemDataRole.UserRole
 
 
 class DownloadsPanel(QWidget):
-    """Lists the guest's Downloads folder; Refresh, Save to host…, Send file…."""
+    """Lists the guest's Downloads and Persistent folders; Refresh, Save to host…, Move to
+    Persistent, Send file…."""
 
     def __init__(self, context: str, signals: AppSignals, parent: QWidget | None = None
                  ) -> None:
@@ -48,6 +49,10 @@ class DownloadsPanel(QWidget):
         self.save_button.setToolTip("Copy the selected files into a folder on this computer "
                                     "(nothing is opened)")
         self.save_button.clicked.connect(self._save)
+        self.move_button = QPushButton("Move to Persistent")
+        self.move_button.setToolTip("Move the selected downloads into the context's "
+                                    "persistent folder: they outlive this session")
+        self.move_button.clicked.connect(self._move)
         self.send_button = QPushButton("Send file…")
         self.send_button.setToolTip("Copy files from this computer into the guest's Downloads "
                                     "folder (or drop them onto the window)")
@@ -56,6 +61,7 @@ class DownloadsPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.refresh_button)
         buttons.addWidget(self.save_button)
+        buttons.addWidget(self.move_button)
         buttons.addWidget(self.send_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.list)
@@ -66,16 +72,18 @@ class DownloadsPanel(QWidget):
 
     def show_files(self, files: list[GuestFile], saved: set[GuestFile]) -> None:
         """Show the guest's files; those saved to (or sent from) the host are marked."""
-        selected = {f.name for f in self.selected()}
+        selected = {(f.folder, f.name) for f in self.selected()}
         self.list.clear()
-        for f in sorted(files, key=lambda f: f.name.casefold()):
+        for f in sorted(files, key=lambda f: (self._persistent(f), f.name.casefold())):
             mark = "✓ " if f in saved else ""
-            item = QListWidgetItem(f"{mark}{sanitize_name(f.name)}   ({human_bytes(f.size)})")
+            where = "Persistent/" if self._persistent(f) else ""
+            item = QListWidgetItem(f"{mark}{where}{sanitize_name(f.name)}   "
+                                   f"({human_bytes(f.size)})")
             item.setData(_FILE_ROLE, f)
             item.setToolTip("saved to the host in this session" if mark
                             else "not saved to the host yet")
             self.list.addItem(item)
-            item.setSelected(f.name in selected)
+            item.setSelected((f.folder, f.name) in selected)
         unsaved = sum(1 for f in files if f not in saved)
         self.status.setText(f"{len(files)} file{'s' if len(files) != 1 else ''}"
                             + (f", {unsaved} not saved to the host" if unsaved else ""))
@@ -99,6 +107,17 @@ class DownloadsPanel(QWidget):
         if self.selected() and not self._busy:
             self._signals.save_downloads_requested.emit(self.context, self.selected())
 
+    @staticmethod
+    def _persistent(f: GuestFile) -> bool:
+        return f.folder.rstrip("/").endswith("/Persistent")
+
+    def _move(self) -> None:
+        items = [f for f in self.selected() if not self._persistent(f)]
+        if items and not self._busy:
+            self._signals.move_to_persistent_requested.emit(self.context, items)
+
     def _update_buttons(self) -> None:
         self.save_button.setEnabled(bool(self.selected()) and not self._busy)
+        self.move_button.setEnabled(not self._busy and any(
+            not self._persistent(f) for f in self.selected()))
         self.send_button.setEnabled(not self._busy)

@@ -22,6 +22,7 @@ from ..core.guest import (
     copy_from_guest,
     copy_to_guest,
     list_downloads,
+    move_in_guest,
     rfb,
     sanitize_name,
     save_to_host,
@@ -312,8 +313,31 @@ class ListDownloadsJob(Job):
         self.timeout = timeout
 
     async def work(self) -> list[GuestFile]:
-        folder = self.session.image.recipe.downloads_dir
-        return await list_downloads(await _agent(self.session), folder, self.timeout)
+        """Downloads, and the persistent folder when the session has it."""
+        agent = await _agent(self.session)
+        files = await list_downloads(agent, self.session.image.recipe.downloads_dir,
+                                     self.timeout)
+        if self.session.data is not None:
+            files += await list_downloads(agent, self.session.persistent_dir, self.timeout)
+        return files
+
+
+class MoveToPersistentJob(Job):
+    """Move downloads into the guest's persistent folder (they outlive the session)."""
+
+    def __init__(self, name: str, session: Session, items: list[GuestFile]) -> None:
+        super().__init__(f"move-persistent-{name}")
+        self.session = session
+        self.items = items
+
+    async def work(self) -> int:
+        if self.session.data is None:
+            raise UsageError("this session has no persistent folder")
+        agent = await _agent(self.session)
+        downloads = self.session.image.recipe.downloads_dir
+        for item in self.items:
+            await move_in_guest(agent, item, downloads, self.session.persistent_dir)
+        return len(self.items)
 
 
 class UnsavedDownloadsJob(Job):
@@ -358,7 +382,8 @@ class SaveDownloadsJob(Job):
                 self.report(f"{label}: {human_bytes(done)} of {human_bytes(size)}",
                             min((before + done) / total, 1.0))
 
-            path = await save_to_host(agent, folder, item, self.target, progress)
+            path = await save_to_host(agent, item.folder or folder, item, self.target,
+                                      progress)
             self.saved.append((item, path))
             before += item.size
         return self.saved

@@ -27,6 +27,7 @@ class AppSignals(QObject):
     clipboard_from_guest_requested = Signal(str)
     downloads_refresh_requested = Signal(str)
     save_downloads_requested = Signal(str, list)  # context, [core.transfer.GuestFile]
+    move_to_persistent_requested = Signal(str, list)  # context, [GuestFile] in Downloads
     send_files_requested = Signal(str, list)  # context, [Path]; empty: ask which
     show_launcher_requested = Signal()
     quit_requested = Signal()

@@ -24,6 +24,7 @@ from .jobs import (
     ClipboardFromGuestJob,
     ClipboardToGuestJob,
     ListDownloadsJob,
+    MoveToPersistentJob,
     OpenUrlJob,
     SaveDownloadsJob,
     SendFilesJob,
@@ -62,6 +63,7 @@ class Transfers(QObject):
         s.clipboard_from_guest_requested.connect(self.copy_from_guest)
         s.downloads_refresh_requested.connect(self.refresh)
         s.save_downloads_requested.connect(self.save)
+        s.move_to_persistent_requested.connect(self.move_to_persistent)
         s.send_files_requested.connect(self.send)
 
     def _session(self, name: str) -> Session | None:
@@ -162,6 +164,18 @@ class Transfers(QObject):
         job.finished.connect(lambda saved: self._status(
             name, f"Saved {len(saved)} file{'s' if len(saved) != 1 else ''} to {folder}"))
         return self._copying(name, window, session, job, f"Saving downloads of “{name}”…")
+
+    def move_to_persistent(self, name: str, items: list[GuestFile]) -> Job | None:
+        """Move downloads into the persistent folder, then list the folders again."""
+        session, window = self._session(name), self.app.windows.get(name)
+        if session is None or window is None or not items:
+            return None
+        job = MoveToPersistentJob(name, session, items)
+        job.finished.connect(lambda n: self._status(
+            name, f"Moved {n} file{'s' if n != 1 else ''} to Persistent"))
+        job.failed.connect(window.downloads.show_error)
+        job.ended.connect(lambda: self.refresh(name))
+        return self.app.submit(job)
 
     def send(self, name: str, files: list[Path]) -> Job | None:
         """Copy host files into the guest's Downloads folder (asks which, if none given)."""

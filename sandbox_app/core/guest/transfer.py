@@ -20,7 +20,7 @@ import shlex
 import tempfile
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
@@ -39,10 +39,13 @@ ProgressBytes = Callable[[int, int], None]  # (done, total)
 
 @dataclass(frozen=True)
 class GuestFile:
-    """A regular file in the guest's Downloads folder."""
+    """A regular file in one of the guest's folders (Downloads, Persistent)."""
 
     name: str  # as the guest reported it (untrusted)
     size: int
+    # The guest folder it is in ("": the one the caller names); not part of its identity:
+    # "saved to the host" is about the file, wherever it was moved since.
+    folder: str = field(default="", compare=False)
 
 
 def sanitize_name(name: str) -> str:
@@ -91,12 +94,31 @@ async def list_downloads(agent: GuestAgent, folder: str, timeout: float = 30.0
         if not name.startswith(b"./"):
             continue
         try:
-            files.append(GuestFile(name[2:].decode(errors="replace"), int(size)))
+            files.append(GuestFile(name[2:].decode(errors="replace"), int(size), folder))
         except ValueError:
             continue
         if len(files) > MAX_FILES:
             raise GuestError(f"more than {MAX_FILES} files in the guest's downloads")
     return files
+
+
+async def move_in_guest(agent: GuestAgent, item: GuestFile, folder: str, dest: str) -> None:
+    """Move a regular file from ``folder`` into ``dest`` in the guest (say, a download into
+    the persistent folder), never over a file of the same name there."""
+    src = f"{(item.folder or folder).rstrip('/')}/{item.name}"
+    target = f"{dest.rstrip('/')}/{item.name}"
+    res = await agent.shell(
+        f"test -f {shlex.quote(src)} && test ! -L {shlex.quote(src)} || exit 3; "
+        f"test -e {shlex.quote(target)} && exit 4; "
+        f"mv -n -- {shlex.quote(src)} {shlex.quote(target)}", timeout=120)
+    name = sanitize_name(item.name)
+    if res.exit_code == 3:
+        raise GuestError(f"'{name}' is not a regular file in the guest")
+    if res.exit_code == 4:
+        raise GuestError(f"'{name}' is already in {dest}")
+    if res.exit_code != 0:
+        raise GuestError(f"'{name}' could not be moved: "
+                         + (res.stderr or res.stdout).decode(errors="replace").strip()[-200:])
 
 
 async def save_to_host(agent: GuestAgent, folder: str, item: GuestFile, target_dir: Path,
@@ -107,7 +129,7 @@ async def save_to_host(agent: GuestAgent, folder: str, item: GuestFile, target_d
                               f"{MAX_FILE_BYTES >> 30} GiB limit")
     target_dir.mkdir(parents=True, exist_ok=True)
     target = unique_path(target_dir, sanitize_name(item.name))
-    guest_path = f"{folder.rstrip('/')}/{item.name}"
+    guest_path = f"{(item.folder or folder).rstrip('/')}/{item.name}"
     # Refuse anything that is not (still) a regular file: symlinks could point anywhere.
     check = await agent.shell(f"test -f {shlex.quote(guest_path)} && "
                               f"test ! -L {shlex.quote(guest_path)}", timeout=10)
