@@ -68,6 +68,22 @@ async def _qemu_img(args: Sequence[str], secret: bytes | None = None,
 _LUKS_ATTEMPTS = 10
 
 
+async def _qemu_img_formatting(args: Sequence[str], secret: bytes | None, path: Path) -> None:
+    """qemu-img writing ``path``, which may format LUKS. QEMU 7.2's PBKDF benchmark (run
+    while formatting LUKS) reads the thread's CPU time, which on a busy (virtual) machine
+    sometimes does not advance: "Unable to get accurate CPU usage". It is harmless: retry,
+    backing off."""
+    for attempt in range(_LUKS_ATTEMPTS):
+        try:
+            await _qemu_img(args, secret)
+            return
+        except ImageError as exc:
+            if "accurate CPU usage" not in str(exc) or attempt == _LUKS_ATTEMPTS - 1:
+                raise
+            path.unlink(missing_ok=True)
+            await asyncio.sleep(0.05 * (attempt + 1))
+
+
 async def create_overlay(path: Path, backing: Path | None, size: int,
                          secret: bytes | None) -> None:
     """A new qcow2 on top of ``backing`` (relative name recorded; None: a disk of its own,
@@ -82,18 +98,7 @@ async def create_overlay(path: Path, backing: Path | None, size: int,
         args += ["-o", _LUKS_OPTS]
     args += [str(path), str(size)]
     try:
-        for attempt in range(_LUKS_ATTEMPTS):
-            try:
-                await _qemu_img(args, secret)
-                break
-            except ImageError as exc:
-                # QEMU 7.2's PBKDF benchmark (run while formatting LUKS) reads the thread's
-                # CPU time, which on a busy (virtual) machine sometimes does not advance:
-                # "Unable to get accurate CPU usage". It is harmless: retry, backing off.
-                if "accurate CPU usage" not in str(exc) or attempt == _LUKS_ATTEMPTS - 1:
-                    raise
-                path.unlink(missing_ok=True)
-                await asyncio.sleep(0.05 * (attempt + 1))
+        await _qemu_img_formatting(args, secret, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -121,16 +126,8 @@ async def create_volume(path: Path, size: int, secret: bytes, workdir: Path) -> 
         _, err = await proc.communicate()
         if proc.returncode != 0:
             raise ImageError(f"mke2fs: {short_error(err.decode(errors='replace').strip())}")
-        for attempt in range(_LUKS_ATTEMPTS):  # see create_overlay
-            try:
-                await _qemu_img(["convert", "-q", "-f", "raw", "-O", "qcow2", "-o", _LUKS_OPTS,
-                                 str(raw), str(path)], secret)
-                break
-            except ImageError as exc:
-                if "accurate CPU usage" not in str(exc) or attempt == _LUKS_ATTEMPTS - 1:
-                    raise
-                path.unlink(missing_ok=True)
-                await asyncio.sleep(0.05 * (attempt + 1))
+        await _qemu_img_formatting(["convert", "-q", "-f", "raw", "-O", "qcow2",
+                                    "-o", _LUKS_OPTS, str(raw), str(path)], secret, path)
         os.chmod(path, 0o600)
     except BaseException:
         path.unlink(missing_ok=True)
