@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import run_cli
+from helpers import exec_stdout, run_cli, run_session
 
 from sandbox_app.core.storage import Paths
 
@@ -18,19 +18,7 @@ FILL = ("mkdir -p /run/blob && "
         "md5sum /run/blob/{name} | cut -d' ' -f1")
 
 
-def _run(context: str, *cmds: str, on_exit: str = "discard",
-         extra: tuple[str, ...] = ()) -> dict[str, object]:
-    args = ["run", context, "--headless", "--json", "--on-exit", on_exit, *extra]
-    for c in cmds:
-        args += ["--exec", c]
-    proc = run_cli(*args)
-    assert proc.returncode == 0, proc.stderr
-    out: dict[str, object] = json.loads(proc.stdout)
-    return out
-
-
-def _out(r: dict[str, object], i: int = 0) -> str:
-    return r["exec"][i]["stdout"]  # type: ignore[index,no-any-return]
+_run, _out = run_session, exec_stdout
 
 
 def _state(paths: Paths, context: str) -> dict[str, object]:

@@ -8,24 +8,11 @@ import secrets
 import shutil
 from pathlib import Path
 
-from helpers import run_cli
+from helpers import exec_stdout, run_cli, run_session
 
 from sandbox_app.core.storage import Paths
 
-
-def _run(context: str, *cmds: str, on_exit: str = "discard",
-         stdin: str | None = None, extra: tuple[str, ...] = ()) -> dict[str, object]:
-    args = ["run", context, "--headless", "--json", "--on-exit", on_exit, *extra]
-    for c in cmds:
-        args += ["--exec", c]
-    proc = run_cli(*args, input=stdin)
-    assert proc.returncode == 0, proc.stderr
-    out: dict[str, object] = json.loads(proc.stdout)
-    return out
-
-
-def _out(r: dict[str, object], i: int = 0) -> str:
-    return r["exec"][i]["stdout"]  # type: ignore[index,no-any-return]
+_run, _out = run_session, exec_stdout
 
 
 def test_kept_file_is_there_next_time_and_discarded_one_is_not(tiny_context: str) -> None:

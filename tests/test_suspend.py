@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from helpers import REPO, run_cli
+from helpers import REPO, exec_stdout, run_cli, run_session
 
 from sandbox_app.core.contexts import ContextStore
 from sandbox_app.core.session import Session, SleepWatch
@@ -29,19 +29,7 @@ FILL = ("mkdir -p /run/b && mount -t tmpfs b /run/b && "
 CHECK = "cat /root/marker; cat /run/c/n; kill -0 $(cat /run/c/pid) && echo alive"
 
 
-def _run(context: str, *cmds: str, on_exit: str = "discard",
-         extra: tuple[str, ...] = ()) -> dict[str, object]:
-    args = ["run", context, "--headless", "--json", "--on-exit", on_exit, *extra]
-    for c in cmds:
-        args += ["--exec", c]
-    proc = run_cli(*args)
-    assert proc.returncode == 0, proc.stderr
-    out: dict[str, object] = json.loads(proc.stdout)
-    return out
-
-
-def _out(r: dict[str, object], i: int = 0) -> str:
-    return r["exec"][i]["stdout"]  # type: ignore[index,no-any-return]
+_run, _out = run_session, exec_stdout
 
 
 def _files(paths: Paths, context: str) -> set[str]:
