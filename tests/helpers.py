@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from sandbox_app.core.storage import Paths
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,3 +40,15 @@ def run_session(context: str, *cmds: str, on_exit: str = "discard", stdin: str |
 def exec_stdout(report: dict[str, object], i: int = 0) -> str:
     """What the ``i``-th ``--exec`` of a run report printed."""
     return report["exec"][i]["stdout"]  # type: ignore[index,no-any-return]
+
+
+def private_tiny(paths: Paths) -> None:
+    """Replace a home's link to the shared image store by a copy of the tiny image alone.
+
+    For tests that corrupt or rebuild snapshot points; copying the whole store would copy
+    the browser image too (gigabytes per test, kept by pytest for the last runs).
+    """
+    shared = paths.images.resolve()
+    paths.images.unlink()
+    paths.images.mkdir()
+    shutil.copytree(shared / "tiny", paths.images / "tiny")

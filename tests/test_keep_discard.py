@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 from pathlib import Path
 
-from helpers import exec_stdout, run_cli, run_session
+from helpers import exec_stdout, private_tiny, run_cli, run_session
 
 from sandbox_app.core.storage import Paths
 
@@ -106,9 +105,7 @@ def test_discard_reports_and_wipes_what_was_written(tiny_context: str) -> None:
 
 def test_a_rebuilt_snapshot_point_never_breaks_kept_contexts(tiny_context: str,
                                                              tiny_paths: Paths) -> None:
-    shared = tiny_paths.images.resolve()
-    tiny_paths.images.unlink()
-    shutil.copytree(shared, tiny_paths.images)
+    private_tiny(tiny_paths)
     _run(tiny_context, "echo mine > /root/mine; sync", on_exit="keep")
     kept_on = json.loads((tiny_paths.contexts_data / tiny_context / "current.json").read_text()
                          )["snapshot"]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from helpers import REPO, run_cli
+from helpers import REPO, private_tiny, run_cli
 
 from sandbox_app.core.contexts import ContextStore
 from sandbox_app.core.session import Session
@@ -174,9 +173,7 @@ def test_missing_qemu_is_a_clean_error(tiny_context: str) -> None:
 def test_corrupt_snapshot_point_is_rebuilt_not_restored(tiny_paths: Paths,
                                                         tiny_context: str) -> None:
     # Work on a private copy of the image store so other tests keep the shared one.
-    shared = tiny_paths.images.resolve()
-    tiny_paths.images.unlink()
-    shutil.copytree(shared, tiny_paths.images)
+    private_tiny(tiny_paths)
     state = next(tiny_paths.images.glob("tiny/snapshots/*/state.bin"))
     state.chmod(0o644)
     with open(state, "r+b") as f:
