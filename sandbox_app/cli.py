@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import getpass
 import json
@@ -35,6 +36,7 @@ from .core.contexts import (
     context_lock,
     key_store,
     parse_dns,
+    rename_context,
 )
 from .core.errors import AuthError, BlankSlateError, UsageError
 from .core.guest import (
@@ -169,6 +171,40 @@ async def cmd_context_create(paths: Paths, args: argparse.Namespace) -> int:
         profile.color = args.color
     ContextStore(paths).create(profile)
     print(f"context '{args.name}' created", file=sys.stderr)
+    return 0
+
+
+async def cmd_context_set(paths: Paths, args: argparse.Namespace) -> int:
+    store = ContextStore(paths)
+    profile = store.get(args.name).profile
+    changes: dict[str, Any] = {}
+    if args.color is not None:
+        changes["color"] = args.color
+    if args.memory is not None:
+        changes["memory_mib"] = args.memory or None  # 0: the image's default again
+    if args.network is not None:
+        changes["network"] = Network(args.network)
+    if args.on_exit is not None:
+        changes["on_exit"] = ExitDefault(args.on_exit)
+    if args.clipboard is not None:
+        changes["clipboard"] = ClipboardPolicy(args.clipboard)
+    if args.dns is not None:
+        changes["dns"] = parse_dns(args.dns)
+    if args.search is not None:
+        changes["search"] = args.search
+    if not changes:
+        raise UsageError("nothing to change: give at least one setting (see --help)")
+    store.update(dataclasses.replace(profile, **changes))
+    print(f"context '{args.name}': {', '.join(sorted(changes))} changed (from its next "
+          "session on)", file=sys.stderr)
+    return 0
+
+
+async def cmd_context_rename(paths: Paths, args: argparse.Namespace) -> int:
+    ContextStore(paths).get(args.name)
+    rename_context(paths, args.name, args.new_name,
+                   _passphrase_for(paths, args.name, args))
+    print(f"context '{args.name}' renamed to '{args.new_name}'", file=sys.stderr)
     return 0
 
 
@@ -463,6 +499,28 @@ def _r(x: float | None) -> float | None:
 # ------------------------------------------------------------------------------- parser
 
 
+def _profile_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """The settings ``context create`` takes and ``context set`` changes (None: unchanged)."""
+    def d(value: str) -> str | None:
+        return value if defaults else None
+
+    p.add_argument("--color", help="frame color, #RRGGBB")
+    p.add_argument("--memory", type=int, metavar="MIB",
+                   help="guest RAM (default: image's" + ("" if defaults else "; 0: that again")
+                   + ")")
+    p.add_argument("--network", choices=[n.value for n in Network], default=d("internet"))
+    p.add_argument("--on-exit", choices=[e.value for e in ExitDefault], default=d("ask"))
+    p.add_argument("--clipboard", choices=[v.value for v in ClipboardPolicy],
+                   default=d(ClipboardPolicy.HOST_TO_GUEST.value),
+                   help="which way clipboard text may be copied (on request only)")
+    p.add_argument("--dns", default=d("host"), metavar="host|ADDR[,ADDR]",
+                   help="the guest's DNS servers: the host's (default) or up to three "
+                        "addresses, e.g. a filtering resolver")
+    p.add_argument("--search", metavar="URL",
+                   help="search engine for address-bar text that is not an address, with %%s "
+                        f"for the words (default {DEFAULT_SEARCH.replace('%', '%%')})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="blankslate",
@@ -495,22 +553,19 @@ def build_parser() -> argparse.ArgumentParser:
     c = ctx.add_parser("create", help="create a context")
     c.add_argument("name")
     c.add_argument("--image", default="browser")
-    c.add_argument("--color", help="frame color, #RRGGBB")
-    c.add_argument("--memory", type=int, metavar="MIB", help="guest RAM (default: image's)")
     c.add_argument("--data-size", default="1G", metavar="SIZE",
                    help="the persistent folder (sparse; 0: none; default: %(default)s)")
-    c.add_argument("--network", choices=[n.value for n in Network], default="internet")
-    c.add_argument("--on-exit", choices=[e.value for e in ExitDefault], default="ask")
-    c.add_argument("--clipboard", choices=[v.value for v in ClipboardPolicy],
-                   default=ClipboardPolicy.HOST_TO_GUEST.value,
-                   help="which way clipboard text may be copied (on request only)")
-    c.add_argument("--dns", default="host", metavar="host|ADDR[,ADDR]",
-                   help="the guest's DNS servers: the host's (default) or up to three "
-                        "addresses, e.g. a filtering resolver")
-    c.add_argument("--search", metavar="URL",
-                   help="search engine for address-bar text that is not an address, with %%s "
-                        f"for the words (default {DEFAULT_SEARCH.replace('%', '%%')})")
+    _profile_options(c, defaults=True)
     c.set_defaults(func=cmd_context_create)
+    st = ctx.add_parser("set", help="change a context's settings (from its next session on)")
+    st.add_argument("name")
+    _profile_options(st, defaults=False)
+    st.set_defaults(func=cmd_context_set)
+    rn = ctx.add_parser("rename", help="rename a context (not while it has a session)")
+    rn.add_argument("name")
+    rn.add_argument("new_name", metavar="NEW_NAME")
+    rn.add_argument("--passphrase-stdin", action="store_true")
+    rn.set_defaults(func=cmd_context_rename)
     cl = ctx.add_parser("list", help="list contexts")
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_context_list)

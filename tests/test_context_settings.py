@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import private_tiny, run_cli
 
 from sandbox_app.core.contexts import (
     Context,
@@ -203,17 +203,53 @@ def test_a_rename_killed_before_its_commit_leaves_the_context_as_it_was(
     assert _opened_as(paths, "new") == secrets
 
 
+def test_cli_set_and_rename(paths: Paths) -> None:
+    assert run_cli("context", "create", "a", "--image", "tiny").returncode == 0
+    ok = run_cli("context", "set", "a", "--color", "#102030", "--network", "none",
+                 "--dns", "9.9.9.9,2620:fe::fe", "--on-exit", "discard", "--memory", "300")
+    assert ok.returncode == 0, ok.stderr
+    p = ContextStore(paths).get("a").profile
+    assert (p.color, p.network.value, p.dns, p.on_exit.value, p.memory_mib) == \
+        ("#102030", "none", ("9.9.9.9", "2620:fe::fe"), "discard", 300)
+    assert p.clipboard == ClipboardPolicy.HOST_TO_GUEST  # not given: unchanged
+    assert run_cli("context", "set", "a", "--memory", "0").returncode == 0
+    assert ContextStore(paths).get("a").profile.memory_mib is None
+    for args, code, words in ((["a"], 2, "nothing to change"),
+                              (["a", "--color", "red"], 2, "invalid color"),
+                              (["a", "--dns", "not-an-address"], 2, "dns"),
+                              (["nope", "--color", "#000000"], 3, "unknown context")):
+        bad = run_cli("context", "set", *args)
+        assert (bad.returncode, bad.stderr.count("\n")) == (code, 1), bad.stderr
+        assert words in bad.stderr.lower()
+    assert ContextStore(paths).get("a").profile.color == "#102030"
+    assert run_cli("context", "rename", "a", "b").returncode == 0
+    assert [c.name for c in ContextStore(paths).list() if c.name in "ab"] == ["b"]
+    taken = run_cli("context", "rename", "b", "personal")
+    assert taken.returncode == 2 and "already exists" in taken.stderr
+    unknown = run_cli("context", "create", "c", "--image", "nonexistent")
+    assert unknown.returncode == 3 and "unknown image 'nonexistent'" in unknown.stderr
+    assert not (paths.contexts_config / "c.toml").exists()
+
+
 # ---------------------------------------------------------------------------- real QEMU
 
 
 def test_a_renamed_context_starts_where_it_was_kept(tiny_context: str,
                                                     tiny_paths: Paths) -> None:
+    private_tiny(tiny_paths)  # a new memory size makes a new snapshot point
     kept = run_cli("run", tiny_context, "--headless", "--on-exit", "keep",
                    "--exec", "echo kept > /root/k; sync")
     assert kept.returncode == 0, kept.stderr
-    rename_context(tiny_paths, tiny_context, "renamed")
-    proc = run_cli("run", "renamed", "--headless", "--json", "--exec", "cat /root/k")
+    renamed = run_cli("context", "rename", tiny_context, "renamed")
+    assert renamed.returncode == 0, renamed.stderr
+    assert run_cli("context", "set", "renamed", "--memory", "200").returncode == 0
+    proc = run_cli("run", "renamed", "--headless", "--json", "--exec", "cat /root/k",
+                   "--exec", "grep MemTotal /proc/meminfo")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["exec"][0]["stdout"] == "kept\n"
+    report = json.loads(proc.stdout)
+    assert report["exec"][0]["stdout"] == "kept\n"
+    # The new memory size is the next session's (a cold boot of the kept disk: the saved
+    # RAM state was for the old size).
+    assert 140 * 1024 < int(report["exec"][1]["stdout"].split()[1]) <= 200 * 1024
     assert not Path(tiny_paths.contexts_data / tiny_context).exists()
     assert isinstance(ContextStore(tiny_paths).get("renamed"), Context)

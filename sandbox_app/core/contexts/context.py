@@ -26,6 +26,7 @@ import tomli_w
 
 from ..errors import BlankSlateError, NotFoundError, UsageError
 from ..guest import ClipboardPolicy
+from ..images import RECIPES
 from ..storage import (
     Paths,
     atomic_write_bytes,
@@ -357,6 +358,9 @@ class ContextStore:
 
     def create(self, profile: Profile) -> Context:
         profile.validate()
+        if profile.image not in RECIPES and \
+                not (self.paths.images / profile.image / "manifest.json").exists():
+            raise NotFoundError(f"unknown image '{profile.image}' (known: {', '.join(RECIPES)})")
         path = self._profile_path(profile.name)
         if path.exists():
             raise UsageError(f"context '{profile.name}' already exists")
