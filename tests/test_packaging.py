@@ -7,11 +7,14 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from helpers import REPO, run_cli
@@ -37,6 +40,20 @@ def test_appstream_metainfo_is_valid() -> None:
                            str(PKG / "org.blankslate.BlankSlate.metainfo.xml")],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_metainfo_shows_the_readmes_screenshots_and_the_projects_urls() -> None:
+    root = ElementTree.parse(PKG / "org.blankslate.BlankSlate.metainfo.xml").getroot()
+    urls = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["urls"]
+    assert root.findtext("url[@type='homepage']") == urls["Homepage"]
+    assert root.findtext("url[@type='bugtracker']") == urls["Issues"]
+    shots = [e.text or "" for e in root.iter("image")]
+    prefix = urls["Homepage"] + "/raw/main/"
+    assert shots and all(s.startswith(prefix) for s in shots)
+    in_readme = set(re.findall(r"\]\((resources/screenshots/[^)]+)\)",
+                               (REPO / "README.md").read_text()))
+    assert {s.removeprefix(prefix) for s in shots} >= in_readme
+    assert all((REPO / s.removeprefix(prefix)).is_file() for s in shots)
 
 
 # ------------------------------------------------------------------ the wheel, as pip installs it
