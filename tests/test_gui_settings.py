@@ -11,10 +11,10 @@ import test_gui
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QPoint, QSettings, Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QWidget
 from test_gui import Gui, ends_clean, wait_until
 
 from sandbox_app.core.contexts import ContextStore, ExitDefault, Network, Profile, key_store
@@ -275,6 +275,45 @@ def test_f11_toggles_full_screen(qtbot: Any) -> None:
     assert not window.windowState() & Qt.WindowState.WindowFullScreen
     assert not window.fullscreen_action.isChecked()
     assert client.keys == []  # F11 is the window's, not the guest's
+
+
+def test_a_click_grabs_the_keyboard_for_the_guest_until_ctrl_alt(qtbot: Any) -> None:
+    client = test_gui._FakeClient()
+    window = _session_window(qtbot, client)
+    window.show()
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    display = window.display
+    QTest.mouseClick(display, Qt.MouseButton.LeftButton, pos=QPoint(10, 10))
+    assert display.grabbed and QWidget.keyboardGrabber() is display
+    assert window.grab_hint.isVisibleTo(window)
+    QTest.keyClick(display, Qt.Key.Key_F11)  # the window's shortcut: now the guest's key
+    assert not window.windowState() & Qt.WindowState.WindowFullScreen
+    assert (0xFFC8, True, 0x57) in client.keys  # F11 down, to the guest
+    # Ctrl+Alt+Del stays the guest's and keeps the grab.
+    ctrl, alt = Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.AltModifier
+    QTest.keyPress(display, Qt.Key.Key_Control, ctrl)
+    QTest.keyPress(display, Qt.Key.Key_Alt, ctrl | alt)
+    QTest.keyClick(display, Qt.Key.Key_Delete, ctrl | alt)
+    QTest.keyRelease(display, Qt.Key.Key_Alt, ctrl)
+    QTest.keyRelease(display, Qt.Key.Key_Control)
+    assert display.grabbed
+    # Ctrl+Alt alone releases it; the shortcut is the window's again.
+    QTest.keyPress(display, Qt.Key.Key_Control, ctrl)
+    QTest.keyPress(display, Qt.Key.Key_Alt, ctrl | alt)
+    QTest.keyRelease(display, Qt.Key.Key_Alt, ctrl)
+    QTest.keyRelease(display, Qt.Key.Key_Control)
+    assert not display.grabbed and QWidget.keyboardGrabber() is None
+    assert not window.grab_hint.isVisibleTo(window)
+    client.keys.clear()
+    QTest.keyClick(display, Qt.Key.Key_F11)
+    assert window.windowState() & Qt.WindowState.WindowFullScreen
+    assert client.keys == []
+    # Focus elsewhere gives the keyboard back too.
+    QTest.mouseClick(display, Qt.MouseButton.LeftButton, pos=QPoint(10, 10))
+    assert display.grabbed
+    display.clearFocus()
+    qtbot.waitUntil(lambda: not display.grabbed)
 
 
 def test_send_keys_menu_sends_the_chords_to_the_guest(qtbot: Any) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 
-from PySide6.QtCore import QPoint, QRect, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPoint, QRect, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QColor,
+    QFocusEvent,
     QImage,
     QKeyEvent,
     QMouseEvent,
@@ -56,6 +57,7 @@ for _key, _code, _shift in [
     (K.Key_PageDown, 109, False), (K.Key_Insert, 110, False), (K.Key_Delete, 111, False),
     (K.Key_Meta, 125, False),
     *[(getattr(K, f"Key_F{n}"), 58 + n, False) for n in range(1, 11)],
+    (K.Key_F11, 87, False), (K.Key_F12, 88, False),
 ]:
     _FALLBACK[_key.value] = (_code, _shift)
 # Modifier keys: Qt modifier flag → (keysym, qnum), pressed for synthetic input that carries
@@ -88,22 +90,37 @@ _KEYSYMS = {
     K.Key_Down.value: 0xFF54, K.Key_Home.value: 0xFF50, K.Key_End.value: 0xFF57,
     K.Key_PageUp.value: 0xFF55, K.Key_PageDown.value: 0xFF56, K.Key_Delete.value: 0xFFFF,
     K.Key_Insert.value: 0xFF63,
+    **{getattr(K, f"Key_F{n}").value: 0xFFBE + n - 1 for n in range(1, 13)},
 }
 
 
+_RELEASE_CHORD = {K.Key_Control.value, K.Key_Alt.value}
+RELEASE_HINT = "The keyboard is the guest's: press Ctrl+Alt to release it"
+
+
 class VmDisplay(QWidget):
-    """Shows one RFB client's framebuffer and sends it input."""
+    """Shows one RFB client's framebuffer and sends it input.
+
+    A click into the picture grabs the keyboard, as virt-manager and GNOME Boxes do: every
+    key (the window's own shortcuts, and under X11 the desktop's, such as Alt+Tab) goes to
+    the guest until Ctrl+Alt is pressed and released alone, or the window loses focus.
+    """
 
     resized = Signal(int, int)
+    grab_changed = Signal(bool)
 
     def __init__(self, client: rfb.RfbClient, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._image = QImage()
         self._buttons = 0
         self._held: set[Qt.KeyboardModifier] = set()  # modifier keys really held down
+        self._pressed: set[int] = set()  # Qt keys whose press the guest got
         self._preferred = QSize(640, 400)
         self._asked: tuple[int, int] | None = None
         self._released_early: int | None = None  # a key already released inside a chord
+        self.grabbed = False
+        self._chord_down: set[int] = set()  # while grabbed: which of Ctrl/Alt are down
+        self._release_armed = False  # Ctrl+Alt down with nothing else: releasing ungrabs
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMouseTracking(True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -229,10 +246,13 @@ class VmDisplay(QWidget):
         scancode, needs_shift = self._scancode(event)
         keysym = self._keysym(event)
         if keysym == 0 and scancode is None:
-            return  # a key we cannot name to the guest (the release of a shortcut's F11)
+            return  # a key we cannot name to the guest
         if not down:
-            self.client.key_event(keysym, False, scancode)
+            if event.key() in self._pressed:  # not the release of the window's shortcut
+                self._pressed.discard(event.key())
+                self.client.key_event(keysym, False, scancode)
             return
+        self._pressed.add(event.key())
         # Synthetic input may carry modifiers whose keys were never pressed: press them
         # around this key so the guest sees the same chord.
         wanted = {m for m in _MODIFIER_KEYS if event.modifiers() & m}
@@ -249,6 +269,7 @@ class VmDisplay(QWidget):
             for m in reversed(wrap):
                 self.client.key_event(_MODIFIER_KEYS[m][0], False, _MODIFIER_KEYS[m][1])
             self._released_early = event.key()
+            self._pressed.discard(event.key())
 
     def send_chord(self, keys: list[tuple[int, int]]) -> None:
         """Press ``keys`` (keysym, evdev code) in order and release them in reverse: a key
@@ -260,13 +281,53 @@ class VmDisplay(QWidget):
             for keysym, qnum in reversed(codes):
                 self.client.key_event(keysym, False, qnum)
 
+    def set_grab(self, on: bool) -> None:
+        """Take (or give back) the keyboard: the window's shortcuts stop while it is held."""
+        if on == self.grabbed:
+            return
+        self.grabbed = on
+        self._chord_down = set()
+        self._release_armed = False
+        if on:
+            self.grabKeyboard()
+        else:
+            self.releaseKeyboard()
+        self.grab_changed.emit(on)
+
+    def event(self, event: QEvent) -> bool:
+        if self.grabbed and event.type() == QEvent.Type.ShortcutOverride:
+            event.accept()  # a key press for the guest, not a shortcut of the window
+            return True
+        return super().event(event)
+
+    def focusOutEvent(self, event: QFocusEvent) -> None:
+        self.set_grab(False)
+        super().focusOutEvent(event)
+
+    def _watch_release_chord(self, event: QKeyEvent, down: bool) -> None:
+        """Ctrl and Alt pressed together with no other key, then one released: ungrab."""
+        if not self.grabbed or event.isAutoRepeat():
+            return
+        key = event.key()
+        if key not in _RELEASE_CHORD:
+            self._release_armed = False  # Ctrl+Alt+Del, Ctrl+Alt+F1… are the guest's
+        elif down:
+            self._chord_down.add(key)
+            self._release_armed = self._chord_down == _RELEASE_CHORD
+        elif self._release_armed:
+            self.set_grab(False)
+        else:
+            self._chord_down.discard(key)
+
     def keyPressEvent(self, event: QKeyEvent) -> None:
+        self._watch_release_chord(event, True)
         self._released_early = None
         # RfbError: the display is closing (session ending): nothing to type into.
         with contextlib.suppress(rfb.RfbError):
             self._send_key(event, True)
 
     def keyReleaseEvent(self, event: QKeyEvent) -> None:
+        self._watch_release_chord(event, False)
         if self._released_early == event.key():
             self._released_early = None
             return  # released right after its press, inside the modifier chord
@@ -300,7 +361,8 @@ class VmDisplay(QWidget):
                                       self._buttons)
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
-        self.setFocus()
+        self.setFocus(Qt.FocusReason.MouseFocusReason)
+        self.set_grab(True)
         self._pointer(event)
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:

@@ -41,7 +41,7 @@ from ..core.images import Recipe
 from ..core.session import address_to_url
 from ..core.vm import TCG_WARNING
 from .asyncbridge import Job
-from .display import ALT, CTRL, DELETE, VmDisplay, function_key
+from .display import ALT, CTRL, DELETE, RELEASE_HINT, VmDisplay, function_key
 from .downloads_panel import DownloadsPanel
 from .signals import AppSignals
 from .widgets import text_color
@@ -123,7 +123,10 @@ class SessionWindow(QMainWindow):
         self._add_view_actions(bar)
         self.addToolBar(bar)
         self.setAcceptDrops(True)
-        self.statusBar()
+        self.grab_hint = QLabel(RELEASE_HINT)
+        self.grab_hint.setVisible(False)
+        self.statusBar().addPermanentWidget(self.grab_hint)
+        self.display.grab_changed.connect(self.grab_hint.setVisible)
         # Start at the guest's own size, so nothing is scaled until the user resizes.
         self.display.set_preferred(QSize(client.width, client.height))
         self.adjustSize()
