@@ -15,6 +15,7 @@ from ..images import Image, ImageStore, SnapshotPoint
 from ..progress import Progress, no_progress
 from ..storage import Paths
 from .files import ChunkSender, Entry, Stats, entry_bytes, entry_ids
+from .record import record_backup
 from .repository import Repository
 from .target import BackupError, MissingObject, Target
 
@@ -171,6 +172,7 @@ def backup(paths: Paths, target: Target, passphrase: str, names: Iterable[str] =
         name = repo.write_snapshot(index)
     finally:
         run.sender.close()
+    record_backup(paths, [c.name for c in chosen], name, target.description)
     progress("backup done", 1.0)
     return BackupReport(name, [c.name for c in chosen], run.sender.stats,
                         time.monotonic() - t0)

@@ -187,14 +187,32 @@ def restore(paths: Paths, target: Target, passphrase: str, names: list[str] | No
                          time.monotonic() - t0)
 
 
+def holds_data(ctx: Context) -> bool:
+    """Whether a context holds anything of its user's: kept layers, a suspended session, or
+    a persistent folder a session has used. The app makes each context's folder ahead of its
+    first session (``session.volume.prepare_volume``): the volume file is written before its
+    key file, and a session that mounts it writes to it — so a volume no newer than its key
+    has never been attached and holds nothing but an empty file system."""
+    if ctx.manifest().layers or ctx.suspended() is not None:
+        return True
+    try:
+        volume = ctx.volume_path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
+    try:
+        return volume > ctx.volume_key_path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return True  # a volume without its key: not ours to judge, keep it
+
+
 def _make_room(paths: Paths, store: ContextStore, name: str) -> None:
-    """A context of that name here is replaced only if it holds nothing yet (never kept,
-    nothing suspended, no persistent folder): the defaults a fresh install made."""
+    """A context of that name here is replaced only if it holds nothing yet (``holds_data``):
+    the defaults a fresh install made, even once the app has prepared their folders."""
     try:
         ctx = store.get(name)
     except NotFoundError:
         return
-    if ctx.manifest().layers or ctx.suspended() is not None or ctx.volume_path.exists():
+    if holds_data(ctx):
         raise UsageError(f"context '{name}' already exists here and holds data: restore "
                          f"with --as NEWNAME, or remove it first")
     store.remove(name)

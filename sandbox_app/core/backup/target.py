@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import BlankSlateError
+from ..errors import BlankSlateError, UsageError
+from .credentials import S3Credentials
 
 
 class BackupError(BlankSlateError):
@@ -114,10 +116,12 @@ class S3Target:
     """Objects in an S3 bucket under a prefix (AWS, SeaweedFS, MinIO…), through boto3.
 
     Endpoint: ``endpoint`` (``--s3-endpoint``), else ``AWS_ENDPOINT_URL``, else AWS.
-    Credentials and region the usual AWS way (environment, ``~/.aws``).
+    Credentials: ``credentials`` (the app's, from the keyring), else the usual AWS way
+    (environment, ``~/.aws``); the region the usual AWS way.
     """
 
-    def __init__(self, url: str, endpoint: str | None = None) -> None:
+    def __init__(self, url: str, endpoint: str | None = None,
+                 credentials: S3Credentials | None = None) -> None:
         rest = url[len("s3://"):]
         self.bucket, _, prefix = rest.partition("/")
         if not self.bucket:
@@ -128,7 +132,9 @@ class S3Target:
         from botocore.config import Config  # noqa: PLC0415
 
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
-        session = boto3.session.Session()
+        session = boto3.session.Session(
+            aws_access_key_id=credentials.access_key_id if credentials else None,
+            aws_secret_access_key=credentials.secret_access_key if credentials else None)
         self._client: Any = session.client(
             "s3", endpoint_url=endpoint,
             region_name=session.region_name or "us-east-1",
@@ -148,7 +154,8 @@ class S3Target:
 
         if isinstance(exc, NoCredentialsError):
             return BackupError("no S3 credentials: set AWS_ACCESS_KEY_ID and "
-                               "AWS_SECRET_ACCESS_KEY, or configure ~/.aws/credentials")
+                               "AWS_SECRET_ACCESS_KEY, configure ~/.aws/credentials, or "
+                               "enter them in the app's Backup settings")
         if isinstance(exc, EndpointConnectionError):
             return BackupError(f"cannot reach the S3 endpoint {self._endpoint}")
         if isinstance(exc, ClientError):
@@ -216,10 +223,40 @@ class S3Target:
         return out
 
 
-def open_target(spec: str, s3_endpoint: str | None = None) -> Target:
-    """``s3://BUCKET/PREFIX`` or a directory path."""
+def open_target(spec: str, s3_endpoint: str | None = None,
+                credentials: S3Credentials | None = None) -> Target:
+    """``s3://BUCKET/PREFIX`` or a directory path (``credentials``: for S3 only)."""
     if spec.startswith("s3://"):
-        return S3Target(spec, s3_endpoint)
+        return S3Target(spec, s3_endpoint, credentials)
     if "://" in spec:
         raise BackupError(f"'{spec}': a target is a directory or s3://BUCKET/PREFIX")
     return DirTarget(Path(spec).expanduser())
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_ENDPOINT = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[^\s]*)?")
+
+
+def check_target_spec(spec: str) -> str:
+    """``spec`` as a saved setting may hold it: s3://BUCKET[/PREFIX] with a valid bucket
+    name, or an absolute folder path (``~`` allowed); UsageError (one line) otherwise."""
+    spec = spec.strip()
+    if spec.startswith("s3://"):
+        bucket, _, _prefix = spec[len("s3://"):].partition("/")
+        if not _BUCKET.fullmatch(bucket):
+            raise UsageError(f"'{spec}': an S3 target is s3://BUCKET/PREFIX, the bucket 3 to "
+                             "63 lower-case letters, digits, dots and dashes")
+        return spec
+    if "://" in spec:
+        raise UsageError(f"'{spec}': a target is a folder or s3://BUCKET/PREFIX")
+    if any(ord(c) < 32 for c in spec) or not Path(spec).expanduser().is_absolute():
+        raise UsageError(f"'{spec}': give the backup folder's full path (e.g. /media/usb/backup)")
+    return spec
+
+
+def check_endpoint(url: str) -> str:
+    """An S3 endpoint URL (http:// or https://, a host and maybe a port), or ""."""
+    url = url.strip()
+    if url and not _ENDPOINT.fullmatch(url):
+        raise UsageError(f"'{url}': an S3 endpoint is a URL such as https://s3.example.com")
+    return url
