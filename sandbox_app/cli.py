@@ -29,6 +29,7 @@ from .clihelp import Parser, epilog
 from .core.contexts import (
     DEFAULT_SEARCH,
     ContextStore,
+    DownloadsTo,
     ExitDefault,
     Journal,
     Network,
@@ -164,7 +165,7 @@ async def cmd_context_create(paths: Paths, args: argparse.Namespace) -> int:
         name=args.name, image=args.image, memory_mib=args.memory,
         network=Network(args.network), on_exit=ExitDefault(args.on_exit),
         clipboard=ClipboardPolicy(args.clipboard), dns=parse_dns(args.dns),
-        data_mib=_size_mib(args.data_size),
+        data_mib=_size_mib(args.data_size), downloads=DownloadsTo(args.downloads),
         **({"search": args.search} if args.search else {}),
     )
     if args.color:
@@ -192,6 +193,8 @@ async def cmd_context_set(paths: Paths, args: argparse.Namespace) -> int:
         changes["dns"] = parse_dns(args.dns)
     if args.search is not None:
         changes["search"] = args.search
+    if args.downloads is not None:
+        changes["downloads"] = DownloadsTo(args.downloads)
     if not changes:
         raise UsageError("nothing to change: give at least one setting (see --help)")
     store.update(dataclasses.replace(profile, **changes))
@@ -516,6 +519,10 @@ def _profile_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument("--dns", default=d("host"), metavar="host|ADDR[,ADDR]",
                    help="the guest's DNS servers: the host's (default) or up to three "
                         "addresses, e.g. a filtering resolver")
+    p.add_argument("--downloads", choices=[v.value for v in DownloadsTo],
+                   default=d(DownloadsTo.SESSION.value),
+                   help="where the browser's downloads land: the session (thrown away "
+                        "unless moved or saved) or the persistent folder")
     p.add_argument("--search", metavar="URL",
                    help="search engine for address-bar text that is not an address, with %%s "
                         f"for the words (default {DEFAULT_SEARCH.replace('%', '%%')})")

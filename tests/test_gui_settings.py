@@ -17,7 +17,14 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QWidget
 from test_gui import Gui, ends_clean, wait_until
 
-from sandbox_app.core.contexts import ContextStore, ExitDefault, Network, Profile, key_store
+from sandbox_app.core.contexts import (
+    ContextStore,
+    DownloadsTo,
+    ExitDefault,
+    Network,
+    Profile,
+    key_store,
+)
 from sandbox_app.core.guest import ClipboardPolicy
 from sandbox_app.core.session import RunState
 from sandbox_app.core.storage import Paths
@@ -205,6 +212,7 @@ def test_the_app_applies_settings_rename_and_passphrase(gui: Gui) -> None:
     dialog.on_exit.setCurrentIndex(dialog.on_exit.findData(ExitDefault.DISCARD))
     dialog.clipboard.setCurrentIndex(dialog.clipboard.findData(ClipboardPolicy.BOTH))
     dialog.memory.setValue(256)
+    dialog.downloads.setCurrentIndex(dialog.downloads.findData(DownloadsTo.PERSISTENT))
     dialog.change_passphrase.setChecked(True)
     dialog.new_passphrase.setText("s3cret")
     dialog.new_again.setText("s3cret")
@@ -212,8 +220,8 @@ def test_the_app_applies_settings_rename_and_passphrase(gui: Gui) -> None:
     wait_until(lambda: "renamed" in gui.launcher.cards, 30)
     assert "t1" not in gui.launcher.cards
     p = ContextStore(gui.app.paths).get("renamed").profile
-    assert (p.on_exit, p.clipboard, p.memory_mib, p.color) == (
-        ExitDefault.DISCARD, ClipboardPolicy.BOTH, 256, "#112233")
+    assert (p.on_exit, p.clipboard, p.memory_mib, p.color, p.downloads) == (
+        ExitDefault.DISCARD, ClipboardPolicy.BOTH, 256, "#112233", DownloadsTo.PERSISTENT)
     assert key_store(gui.app.paths).is_protected("renamed")
     assert gui.launcher.card("renamed").lock_label.isVisibleTo(gui.launcher.card("renamed"))
     gui.close()

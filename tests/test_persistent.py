@@ -73,3 +73,26 @@ def test_no_folder_when_the_context_has_none(tiny_paths: Paths) -> None:
     ContextStore(tiny_paths).create(Profile(name="bare", image="tiny", data_mib=0))
     assert _run("bare", f"test -e {FOLDER} && echo there || echo none") == ["none\n"]
     assert not (tiny_paths.contexts_data / "bare" / "persistent.qcow2").exists()
+
+
+def test_downloads_can_land_in_the_persistent_folder(tiny_paths: Paths) -> None:
+    ContextStore(tiny_paths).create(Profile(name="d", image="tiny", data_mib=32))
+    downloads = "/root/Downloads"
+    _run("d", f"echo thrown > {downloads}/a")
+    assert _run("d", f"ls {downloads}") == [""]  # default: the session's, discarded
+    set_ = run_cli("context", "set", "d", "--downloads", "persistent")
+    assert set_.returncode == 0, set_.stderr
+    _run("d", f"echo kept-download > {downloads}/b")
+    # Discarded, yet there: in Downloads and under Persistent/Downloads.
+    assert _run("d", f"cat {downloads}/b {FOLDER}/Downloads/b") == [
+        "kept-download\nkept-download\n"]
+    # A keep unmounts both; the kept context mounts them again.
+    _run("d", "echo k > /root/k", on_exit="keep")
+    assert _run("d", f"cat /root/k {downloads}/b; grep -c ' {downloads} ' /proc/mounts") == [
+        "k\nkept-download\n1\n"]
+    # Back to the session: the folder's downloads stay in Persistent/Downloads only.
+    assert run_cli("context", "set", "d", "--downloads", "session").returncode == 0
+    assert _run("d", f"ls {downloads}; cat {FOLDER}/Downloads/b") == ["kept-download\n"]
+    bare = run_cli("context", "create", "bare", "--image", "tiny", "--data-size", "0",
+                   "--downloads", "persistent")
+    assert bare.returncode == 2 and "persistent folder" in bare.stderr

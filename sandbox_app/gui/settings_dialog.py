@@ -1,5 +1,6 @@
-"""A context's Settings… dialog: name, color, memory, network, DNS, clipboard policy, search,
-exit default and passphrase, checked before OK; the app applies them (``settings_requested``).
+"""A context's Settings… dialog: name, color, memory, network, DNS, clipboard policy, where
+downloads go, search, exit default and passphrase, checked before OK; the app applies them
+(``settings_requested``).
 
 A running session goes on as it started: the changes apply from its next session, and the
 dialog says so. A running context cannot be renamed (its files are in use).
@@ -27,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.contexts import ExitDefault, Network, Profile
+from ..core.contexts import DownloadsTo, ExitDefault, Network, Profile
 from ..core.errors import UsageError
 from ..core.guest import ClipboardPolicy
 from ..core.storage import validate_name
@@ -35,6 +36,8 @@ from ..core.storage import validate_name
 NETWORK_LABELS = {Network.INTERNET: "internet only",
                   Network.INTERNET_LAN: "internet and local network",
                   Network.NONE: "no network"}
+DOWNLOADS_LABELS = {DownloadsTo.SESSION: "the session (thrown away unless moved or saved)",
+                    DownloadsTo.PERSISTENT: "the persistent folder (Persistent/Downloads)"}
 CLIPBOARD_LABELS = {ClipboardPolicy.OFF: "off",
                     ClipboardPolicy.HOST_TO_GUEST: "host → guest only",
                     ClipboardPolicy.BOTH: "both ways"}
@@ -88,6 +91,8 @@ class ContextSettingsDialog(QDialog):
                             "separated by commas")
         self.clipboard = _combo(CLIPBOARD_LABELS, profile.clipboard)
         self.on_exit = _combo({e: e.value for e in ExitDefault}, profile.on_exit)
+        self.downloads = _combo(DOWNLOADS_LABELS, profile.downloads)
+        self.downloads.setEnabled(profile.data_mib > 0)  # no folder, nowhere else to go
         self.search = QLineEdit(profile.search)
         self.search.setToolTip("Where the address bar sends words: %s is replaced by them")
         self.passphrase = QLineEdit()
@@ -115,7 +120,8 @@ class ContextSettingsDialog(QDialog):
         for label, widget in (("Name", self.name), ("Frame color", self.color_button),
                               ("Memory", self.memory), ("Network", self.network),
                               ("DNS", self.dns), ("Clipboard", self.clipboard),
-                              ("When a session ends", self.on_exit), ("Search", self.search),
+                              ("When a session ends", self.on_exit),
+                              ("Downloads go to", self.downloads), ("Search", self.search),
                               ("Passphrase", self.passphrase), ("", self.change_passphrase),
                               ("New passphrase", self.new_passphrase),
                               ("Repeat it", self.new_again), ("", self.problem)):
@@ -145,7 +151,7 @@ class ContextSettingsDialog(QDialog):
         return dataclasses.replace(
             self.original, color=self.color, memory_mib=self.memory.value() or None,
             network=self.network.currentData(), on_exit=self.on_exit.currentData(),
-            clipboard=self.clipboard.currentData(),
+            clipboard=self.clipboard.currentData(), downloads=self.downloads.currentData(),
             dns=() if dns in ("", "host") else tuple(dns.split(",")),
             search=self.search.text().strip())
 

@@ -72,6 +72,14 @@ class Network(Enum):
         return self is not Network.NONE
 
 
+class DownloadsTo(Enum):
+    """Where the browser's downloads land: the session (thrown away with it, unless moved
+    or saved out) or the context's persistent folder (``Persistent/Downloads``)."""
+
+    SESSION = "session"
+    PERSISTENT = "persistent"
+
+
 class ExitDefault(Enum):
     ASK = "ask"
     KEEP = "keep"
@@ -92,6 +100,7 @@ class Profile:
     dns: tuple[str, ...] = ()  # empty: the host's resolvers
     search: str = DEFAULT_SEARCH
     data_mib: int = 1024  # the persistent folder's size (sparse); 0: none
+    downloads: DownloadsTo = DownloadsTo.SESSION
     created_at: float = field(default_factory=time.time)
 
     def validate(self) -> Profile:
@@ -103,6 +112,9 @@ class Profile:
             raise UsageError("memory must be between 64 and 65536 MiB")
         if self.data_mib != 0 and not 16 <= self.data_mib <= 16 * 1024 * 1024:
             raise UsageError("the persistent folder must be 0 (none) or 16 MiB to 16 TiB")
+        if self.downloads is DownloadsTo.PERSISTENT and self.data_mib == 0:
+            raise UsageError("downloads can go to the persistent folder only in a context "
+                             "that has one (its size is 0)")
         self.dns = parse_dns(self.dns)
         if (not self.search.startswith(("https://", "http://")) or "%s" not in self.search
                 or len(self.search) > 512 or any(ord(c) < 0x21 for c in self.search)):
@@ -114,6 +126,7 @@ class Profile:
         d["network"] = self.network.value
         d["on_exit"] = self.on_exit.value
         d["clipboard"] = self.clipboard.value
+        d["downloads"] = self.downloads.value
         d["dns"] = list(self.dns) if self.dns else "host"
         if d["memory_mib"] is None:
             del d["memory_mib"]
@@ -134,6 +147,7 @@ class Profile:
                 dns=parse_dns(d.get("dns", "host")),
                 search=str(d.get("search", DEFAULT_SEARCH)),
                 data_mib=int(_typed(d.get("data_mib", 1024), int)),
+                downloads=DownloadsTo(d.get("downloads", "session")),
                 created_at=float(d.get("created_at", 0.0)),
             ).validate()
         except (ValueError, TypeError, OverflowError, tomllib.TOMLDecodeError,

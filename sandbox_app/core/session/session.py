@@ -34,6 +34,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ..contexts import (
     Context,
+    DownloadsTo,
     Journal,
     KeptLayer,
     KeptState,
@@ -365,8 +366,9 @@ class Session:
         if self.data is None:
             return
         assert self.agent is not None
-        res = await self.agent.exec(["/bin/sh", "-c", mount_script(self.persistent_dir)],
-                                    timeout=60)
+        res = await self.agent.exec(
+            ["/bin/sh", "-c", mount_script(self.persistent_dir, self._downloads_bind)],
+            timeout=60)
         if res.exit_code != 0:
             detail = guest_detail(res.stdout or res.stderr)
             self.warnings.append(f"the persistent folder is not mounted: {detail}")
@@ -376,6 +378,13 @@ class Session:
     def persistent_dir(self) -> str:
         """Where the guest has the persistent folder."""
         return self.image.recipe.persistent_dir
+
+    @property
+    def _downloads_bind(self) -> str | None:
+        """The guest's downloads folder when the context keeps downloads (bound over it
+        from ``Persistent/Downloads``), else None."""
+        keep = self.context.profile.downloads is DownloadsTo.PERSISTENT
+        return self.image.recipe.downloads_dir if keep else None
 
     async def _apply_network(self, t0: float) -> None:
         """Give the guest a lease for *this* session's network (the one in the snapshot is
@@ -563,7 +572,8 @@ class Session:
         vault = self.vault
         if not suspend and self.data is not None:  # see session.volume
             res = await (await self.ready()).exec(
-                ["/bin/sh", "-c", unmount_script(self.persistent_dir)], timeout=60)
+                ["/bin/sh", "-c", unmount_script(self.persistent_dir, self._downloads_bind)],
+                timeout=60)
             if res.exit_code != 0:
                 raise BlankSlateError(res.stdout.decode(errors="replace").strip()[-200:]
                                       or "the persistent folder could not be unmounted")

@@ -87,18 +87,20 @@ async def prepare_volume(paths: Paths, context: Context, passphrase: str | None)
         journal.remove(rec_id)
 
 
-def mount_script(folder: str) -> str:
+def mount_script(folder: str, downloads: str | None = None) -> str:
     """Shell for the guest: mount the data disk (ext4, made on the host) at ``folder``,
-    owned by the user whose home it is in. Idempotent (a resumed session has it mounted)."""
+    owned by the user whose home it is in; with ``downloads``, bind its ``Downloads``
+    subfolder there (the context's downloads land in the persistent folder). Idempotent (a
+    resumed session has it mounted)."""
     d = shlex.quote(folder)
-    parent = shlex.quote(str(PurePosixPath(folder).parent))
-    return f"""set -e
+    owner = f'"$(stat -c %u:%g {shlex.quote(str(PurePosixPath(folder).parent))})"'
+    script = f"""set -e
+if ! grep -q " {d} " /proc/mounts; then
 dev=
 for b in /sys/block/vd*; do
     [ "$(cat "$b/serial" 2>/dev/null)" = {DATA_SERIAL} ] && dev=/dev/${{b##*/}}
 done
 [ -n "$dev" ] || {{ echo "no persistent disk"; exit 1; }}
-grep -q " {d} " /proc/mounts && exit 0
 i=0
 while [ "$(cat /sys/block/${{dev##*/}}/size)" = 0 ]; do  # the new size arrives by interrupt
     i=$((i+1)); [ $i -lt 100 ] || {{ echo "the persistent disk has no size"; exit 1; }}
@@ -111,14 +113,29 @@ mkdir -p {d}
 # sync: a session can end at any moment (discard and quick reset kill the VM at once), and
 # what was written here must be on the volume by then.
 mount -t ext4 -o sync,noatime,nodev,nosuid "$dev" {d}
-chown "$(stat -c %u:%g {parent})" {d}
+chown {owner} {d}
+fi
 """
+    if downloads:
+        inner, dl = shlex.quote(f"{folder}/Downloads"), shlex.quote(downloads)
+        script += f"""if ! grep -q " {dl} " /proc/mounts; then
+mkdir -p {inner} {dl}
+chown {owner} {inner}
+mount --bind {inner} {dl}
+fi
+"""
+    return script
 
 
-def unmount_script(folder: str) -> str:
+def unmount_script(folder: str, downloads: str | None = None) -> str:
     """Shell for the guest before a keep: write out and unmount (fails while in use)."""
     d = shlex.quote(folder)
-    return (f"sync; grep -q ' {folder} ' /proc/mounts || exit 0; "
+    first = ""
+    if downloads:
+        dl = shlex.quote(downloads)
+        first = (f"grep -q ' {downloads} ' /proc/mounts && {{ umount {dl} || {{ echo 'a program "
+                 f"still uses the downloads folder {downloads}'; exit 1; }}; }}; ")
+    return (f"sync; {first}grep -q ' {folder} ' /proc/mounts || exit 0; "
             f"umount {d} || {{ echo 'a program still uses the persistent folder {folder}'; "
             "exit 1; }; "
             "for b in /sys/block/vd*; do [ \"$(cat $b/serial 2>/dev/null)\" = "
