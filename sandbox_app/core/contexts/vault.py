@@ -127,8 +127,10 @@ class Vault:
         return result[0]
 
     async def restore_state(self, machine_restore: FdConsumer, src: Path, *,
-                            label: bytes = b"") -> None:
-        """Decrypt a saved state into a pipe that QEMU reads as its incoming migration."""
+                            label: bytes = b"",
+                            unpack: Callable[[Iterator[bytes]], bytes] | None = None) -> None:
+        """Decrypt a saved state into a pipe that QEMU reads as its incoming migration
+        (through ``unpack`` first when given: a state stored packed, see ``vm.guestram``)."""
         if not src.exists():
             raise ImageError(f"saved state of context '{self.context.name}' is missing")
         r, w = os.pipe()
@@ -136,7 +138,12 @@ class Vault:
 
         def pump() -> None:
             try:
-                decrypt_to_fd(self._key, src, w, label=label)
+                if unpack is None:
+                    decrypt_to_fd(self._key, src, w, label=label)
+                else:
+                    view = memoryview(unpack(decrypt_chunks(self._key, src, label)))
+                    while view:
+                        view = view[os.write(w, view):]
             except BaseException as exc:
                 errors.append(exc)
             finally:

@@ -327,7 +327,8 @@ class Session:
                 await asyncio.to_thread(guestram.write_delta, machine.pid, self._ram_file, pages)
             await vault.restore_state(
                 lambda fd: machine.restore(fd, template=False, data=self.data),
-                data / kept_state.file, label=label(kept_state.file))
+                data / kept_state.file, label=label(kept_state.file),
+                unpack=guestram.unpack_devices if kept_state.ram is not None else None)
             self.timings.restore_s = time.monotonic() - t0
         else:
             self.point.verify()
@@ -593,7 +594,8 @@ class Session:
             if ram_base is not None and ram_file is not None and machine.pid is not None:
                 devices = await machine.save_devices()  # stops the guest
                 kept = dataclasses.replace(kept, size=await asyncio.to_thread(
-                    vault.save, [devices], state_file, label=label(state_file.name)))
+                    vault.save, [guestram.pack_devices(devices)], state_file,
+                    label=label(state_file.name)))
                 kept = dataclasses.replace(kept, ram_size=await asyncio.to_thread(
                     vault.save, guestram.read_delta(machine.pid, ram_base), ram_file,
                     label=label(ram_file.name)))

@@ -8,9 +8,23 @@ whose *content* differs from ``ram.img``; a restore writes them back into a new 
 before its device state is loaded. QEMU is our child and runs as our user, so the kernel lets
 us (the same rule as ptrace of one's own child); nothing here needs a privilege.
 
-The delta's plain format (encrypted as a whole by the caller): runs of pages,
-``<QI`` (first page index, page count) then ``count * PAGE`` bytes, ending with a run of
-count 0 whose index is the number of pages in the RAM (a check that the mapping matches).
+The delta's plain format (encrypted as a whole by the caller) is ``MAGIC`` then records, in
+ascending page order, each ``<BQI`` (kind, first page index, page count):
+
+- ``RAW``: ``count * PAGE`` bytes follow;
+- ``ZLIB``: ``<I`` length, then that many bytes, zlib of the ``count`` pages;
+- ``COPY``: ``<Q`` source: the pages equal the ``count`` pages from ``source`` on, which this
+  delta wrote earlier (a file's data is often in RAM twice: the page cache and a buffer);
+- ``END``: first = the number of pages in the RAM (a check that the mapping matches).
+
+Runs are compressed only when a sample page compresses (random data, e.g. encrypted or
+already compressed content, is stored as it is: deflate would cost more than it saves), so a
+keep stays fast and the files — and what a backup of them sends — stay small. Deltas of the
+first format (no MAGIC: ``<QI`` runs of raw pages, then a run of count 0) still restore.
+
+A device state (``xen-save-devices-state``: mostly zeros, the VGA memory) is stored packed:
+``DEVICES_MAGIC`` then zlib of the stream (``pack_devices`` / ``unpack_devices``); a device
+state without the magic is a plain QEMU stream (states kept before).
 """
 
 from __future__ import annotations
@@ -18,14 +32,23 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import ImageError, QemuError
 
 PAGE = 4096
-_RUN = struct.Struct("<QI")
+MAGIC = b"BSRAM2\0\0"
+DEVICES_MAGIC = b"BSDEVZ1\0"
+RAW, ZLIB, COPY, END = 0, 1, 2, 3
+_REC = struct.Struct("<BQI")
+_LEN = struct.Struct("<I")
+_SRC = struct.Struct("<Q")
+_RUN_V1 = struct.Struct("<QI")
 _MAX_RUN = 256  # pages read from /proc/PID/mem at once (1 MiB)
+_SEGMENT = 32  # pages compressed (or not) together: 128 KiB
+_LEVEL = 1  # zlib's fastest: most of the gain (zero-filled and sparse pages) at ~1/5 the cost
 _PRESENT, _SWAPPED, _FILE = 1 << 63, 1 << 62, 1 << 61
 
 
@@ -75,6 +98,37 @@ def _runs(indices: list[int]) -> Iterator[tuple[int, int]]:
         i += n
 
 
+def _pread(fd: int, n: int, offset: int) -> bytes:
+    data = os.pread(fd, n, offset)
+    if len(data) != n:
+        raise QemuError("QEMU's RAM could not be read")
+    return data
+
+
+def _differing(mem: int, start: int, base: mmap.mmap, pages: list[int]
+               ) -> Iterator[tuple[int, bytes]]:
+    """(index, content) of each page of ``pages`` whose content differs from ``base``."""
+    for first, count in _runs(pages):
+        data = _pread(mem, count * PAGE, start + first * PAGE)
+        for k in range(count):
+            page = data[k * PAGE:(k + 1) * PAGE]
+            if page != base[(first + k) * PAGE:(first + k + 1) * PAGE]:
+                yield first + k, page
+
+
+def _literal(first: int, pages: list[bytes]) -> Iterator[bytes]:
+    """A RAW or ZLIB record of contiguous pages: compressed when a sample page compresses."""
+    data = b"".join(pages)
+    if len(zlib.compress(pages[0], _LEVEL)) < PAGE * 3 // 4:
+        packed = zlib.compress(data, _LEVEL)
+        if len(packed) < len(data):
+            yield _REC.pack(ZLIB, first, len(pages)) + _LEN.pack(len(packed))
+            yield packed
+            return
+    yield _REC.pack(RAW, first, len(pages))
+    yield data
+
+
 def read_delta(pid: int, ram_file: Path) -> Iterator[bytes]:
     """The delta (see the module docstring) of QEMU's RAM against ``ram_file``, in pieces.
     The guest must be stopped."""
@@ -85,22 +139,69 @@ def read_delta(pid: int, ram_file: Path) -> Iterator[bytes]:
             open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
         if len(base) != length:
             raise ImageError(f"{ram_file.name} does not match QEMU's RAM size")
-        for first, count in _runs(pages):
-            data = os.pread(mem.fileno(), count * PAGE, start + first * PAGE)
-            if len(data) != count * PAGE:
-                raise QemuError("QEMU's RAM could not be read")
-            # Keep the pages whose content differs from the base, as runs.
-            run_start: int | None = None
-            for k in range(count + 1):
-                differs = k < count and data[k * PAGE:(k + 1) * PAGE] != \
-                    base[(first + k) * PAGE:(first + k + 1) * PAGE]
-                if differs and run_start is None:
-                    run_start = k
-                elif not differs and run_start is not None:
-                    yield _RUN.pack(first + run_start, k - run_start)
-                    yield data[run_start * PAGE:k * PAGE]
-                    run_start = None
-    yield _RUN.pack(length // PAGE, 0)
+        yield MAGIC
+        seen: dict[int, int] = {}  # crc32 of a literal page of this delta → its index
+        lit: list[bytes]
+        lit_first, lit = 0, []  # pending contiguous literal pages (at most one of these two)
+        copy_first = copy_src = copy_n = 0  # pending contiguous copies
+        for index, page in _differing(mem.fileno(), start, base, pages):
+            crc = zlib.crc32(page)
+            src = seen.get(crc)
+            if src is not None and _pread(mem.fileno(), PAGE, start + src * PAGE) != page:
+                src = None  # a crc collision: not a copy
+            if src is None:
+                seen.setdefault(crc, index)
+            if copy_n and (src is None or index != copy_first + copy_n
+                           or src != copy_src + copy_n or copy_n >= _MAX_RUN):
+                yield _REC.pack(COPY, copy_first, copy_n) + _SRC.pack(copy_src)
+                copy_n = 0
+            if lit and (src is not None or index != lit_first + len(lit)
+                        or len(lit) >= _SEGMENT):
+                yield from _literal(lit_first, lit)
+                lit = []
+            if src is None:
+                if not lit:
+                    lit_first = index
+                lit.append(page)
+            else:
+                if not copy_n:
+                    copy_first, copy_src = index, src
+                copy_n += 1
+        if copy_n:
+            yield _REC.pack(COPY, copy_first, copy_n) + _SRC.pack(copy_src)
+        if lit:
+            yield from _literal(lit_first, lit)
+    yield _REC.pack(END, length // PAGE, 0)
+
+
+class _Stream:
+    """Exact reads from an iterator of byte strings."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._pieces = iter(chunks)
+        self._buf = bytearray()
+        self._pos = 0
+
+    def read(self, n: int) -> bytes:
+        while len(self._buf) - self._pos < n:
+            piece = next(self._pieces, None)
+            if piece is None:
+                raise ImageError("the saved RAM is truncated")
+            del self._buf[:self._pos]
+            self._pos = 0
+            self._buf += piece
+        out = bytes(self._buf[self._pos:self._pos + n])
+        self._pos += n
+        return out
+
+    def at_end(self) -> bool:
+        return self._pos == len(self._buf) and next(self._pieces, None) is None
+
+
+def _pwrite(fd: int, data: bytes, offset: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
 
 
 def write_delta(pid: int, ram_file: Path, chunks: Iterable[bytes]) -> int:
@@ -109,33 +210,72 @@ def write_delta(pid: int, ram_file: Path, chunks: Iterable[bytes]) -> int:
     is malformed or made for RAM of another size."""
     start, length = ram_mapping(pid, ram_file)
     total = length // PAGE
-    buf = bytearray()
+    mismatch = ImageError("the saved RAM does not match this machine's RAM")
+    stream = _Stream(chunks)
     written = 0
     with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
-        pieces = iter(chunks)
+        fd = mem.fileno()
+        head = stream.read(len(MAGIC))
+        if head != MAGIC:
+            return _write_v1(fd, start, total, head, stream)
         while True:
-            while len(buf) < _RUN.size:
-                piece = next(pieces, None)
-                if piece is None:
-                    raise ImageError("the saved RAM is truncated")
-                buf += piece
-            first, count = _RUN.unpack_from(buf)
-            del buf[:_RUN.size]
-            if count == 0:
-                if first != total or buf or next(pieces, None) is not None:
-                    raise ImageError("the saved RAM does not match this machine's RAM")
+            kind, first, count = _REC.unpack(stream.read(_REC.size))
+            if kind == END:
+                if first != total or count or not stream.at_end():
+                    raise mismatch
                 return written
-            if first + count > total:
-                raise ImageError("the saved RAM does not match this machine's RAM")
-            need = count * PAGE
-            while len(buf) < need:
-                piece = next(pieces, None)
-                if piece is None:
-                    raise ImageError("the saved RAM is truncated")
-                buf += piece
-            data, offset = bytes(buf[:need]), start + first * PAGE
-            done = 0
-            while done < need:
-                done += os.pwrite(mem.fileno(), data[done:], offset + done)
-            del buf[:need]
+            if first + count > total or not 0 < count <= _MAX_RUN:
+                raise mismatch
+            if kind == RAW:
+                data = stream.read(count * PAGE)
+            elif kind == ZLIB:
+                packed = stream.read(_LEN.unpack(stream.read(_LEN.size))[0])
+                inflate = zlib.decompressobj()
+                try:
+                    data = inflate.decompress(packed, count * PAGE)
+                except zlib.error:
+                    raise ImageError("the saved RAM is corrupt") from None
+                if len(data) != count * PAGE or not inflate.eof or inflate.unconsumed_tail:
+                    raise ImageError("the saved RAM is corrupt")
+            elif kind == COPY:
+                (src,) = _SRC.unpack(stream.read(_SRC.size))
+                if src + count > first:  # a copy of pages this delta wrote before
+                    raise mismatch
+                data = _pread(fd, count * PAGE, start + src * PAGE)
+            else:
+                raise ImageError("the saved RAM is corrupt")
+            _pwrite(fd, data, start + first * PAGE)
             written += count
+
+
+def _write_v1(fd: int, start: int, total: int, head: bytes, stream: _Stream) -> int:
+    """A delta of the first format: ``<QI`` runs of raw pages, a run of count 0 last."""
+    written = 0
+    header = head + stream.read(_RUN_V1.size - len(head))
+    while True:
+        first, count = _RUN_V1.unpack(header)
+        if count == 0:
+            if first != total or not stream.at_end():
+                raise ImageError("the saved RAM does not match this machine's RAM")
+            return written
+        if first + count > total:
+            raise ImageError("the saved RAM does not match this machine's RAM")
+        _pwrite(fd, stream.read(count * PAGE), start + first * PAGE)
+        written += count
+        header = stream.read(_RUN_V1.size)
+
+
+def pack_devices(state: bytes) -> bytes:
+    """A device state as it is stored (see the module docstring)."""
+    return DEVICES_MAGIC + zlib.compress(state, _LEVEL)
+
+
+def unpack_devices(chunks: Iterable[bytes]) -> bytes:
+    """The QEMU stream of a stored device state (packed, or plain from before)."""
+    data = b"".join(chunks)
+    if not data.startswith(DEVICES_MAGIC):
+        return data
+    try:
+        return zlib.decompress(data[len(DEVICES_MAGIC):])
+    except zlib.error:
+        raise ImageError("the saved device state is corrupt") from None
