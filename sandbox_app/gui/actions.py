@@ -15,6 +15,8 @@ class Action(Enum):
     STOP = "stop"  # keep or discard
     REMOVE = "remove"
     SETTINGS = "settings"  # applied from the next session
+    BACK_UP = "back up"  # a running session's persistent folder is copied as it is
+    START_FRESH = "start fresh"  # on the image's new build (its kept session is dropped)
 
 
 def actions_for(state: RunState | None) -> set[Action]:
@@ -26,4 +28,14 @@ def actions_for(state: RunState | None) -> set[Action]:
         return {Action.OPEN, Action.QUICK_RESET, Action.REMOVE, Action.SETTINGS}
     if state is RunState.RUNNING:
         return {Action.OPEN, Action.QUICK_RESET, Action.STOP, Action.SETTINGS}
+    return set()
+
+
+def more_actions(state: RunState | None) -> set[Action]:
+    """The actions of a context's "More" menu its state allows (apart from ``actions_for``,
+    whose set the launcher's buttons and the tray's entries follow one to one)."""
+    if state is RunState.STOPPED:
+        return {Action.BACK_UP, Action.START_FRESH}
+    if state is RunState.RUNNING:
+        return {Action.BACK_UP}
     return set()

@@ -1,5 +1,6 @@
 """One context in the launcher, as a card: its color, name, state, image, size, last keep,
-a large Start button and the quick actions its state allows.
+last backup, a large Start button, the quick actions its state allows and a "More" menu
+(Back up now, Start fresh on the new image…).
 
 A view only: the buttons emit the card's signals (the launcher turns them into the app's
 requests). Colors come from the system palette (``palette(...)`` in the style sheet), so the
@@ -14,10 +15,18 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QFocusEvent, QKeyEvent, QMouseEvent, QPalette
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..core.session import RunState
-from .actions import Action, actions_for
+from .actions import Action, actions_for, more_actions
 from .widgets import text_color
 
 
@@ -33,13 +42,15 @@ class CardInfo:
     warnings: str = ""
     problem: str = ""
     suspended: bool = False  # a suspended session waits: Start resumes (or discards) it
+    backup: str = ""  # "backed up 3 hours ago" / "never backed up"
+    old_image: bool = False  # kept on an earlier build of its image: it can start fresh
 
 
 STYLE = """
 ContextCard { background: palette(base); border: 1px solid palette(mid); border-radius: 10px; }
 ContextCard[selected="true"] { border: 2px solid palette(highlight); }
 QLabel#cardName { font-size: 15pt; font-weight: 600; }
-QLabel#cardDetails { color: palette(placeholder-text); }
+QLabel#cardDetails, QLabel#cardBackup { color: palette(placeholder-text); }
 QPushButton#cardAction { border: none; padding: 2px 6px; color: palette(link); }
 QPushButton#cardAction:hover { text-decoration: underline; }
 QPushButton#cardAction:disabled { color: palette(mid); }
@@ -54,6 +65,8 @@ class ContextCard(QFrame):
     stop = Signal(str)
     settings = Signal(str)
     remove = Signal(str)
+    back_up = Signal(str)
+    start_fresh = Signal(str)  # on the image's new build (the launcher asks first)
     chosen = Signal(str)  # clicked or focused: the launcher's selection
     step = Signal(str, int)  # Up (-1) / Down (+1) pressed on the card
 
@@ -91,6 +104,24 @@ class ContextCard(QFrame):
             button.clicked.connect(lambda _c=False, s=signal: s.emit(self.name))
             self.buttons[label] = button
             actions.addWidget(button)
+        self.fresh_button = QPushButton("Start fresh on the new image…")
+        self.fresh_button.setObjectName("cardAction")
+        self.fresh_button.setToolTip("Drop the kept session and start on the image's current "
+                                     "build; the persistent folder is kept")
+        self.fresh_button.clicked.connect(lambda: self.start_fresh.emit(self.name))
+        self.buttons["Start fresh…"] = self.fresh_button
+        actions.addWidget(self.fresh_button)
+        self.more_menu = QMenu(self)
+        self.more_menu.setObjectName(f"cardMenu-{info.name}")
+        self.back_up_action = self.more_menu.addAction(
+            "Back up now", lambda: self.back_up.emit(self.name))
+        self.fresh_action = self.more_menu.addAction(
+            "Start fresh on the new image…", lambda: self.start_fresh.emit(self.name))
+        more = QPushButton("More ▾")
+        more.setObjectName("cardAction")
+        more.setMenu(self.more_menu)
+        self.buttons["More"] = more
+        actions.addWidget(more)
         actions.addStretch(1)
         for button in self.buttons.values():
             button.installEventFilter(self)  # a focused button selects its card
@@ -103,6 +134,9 @@ class ContextCard(QFrame):
         text.setSpacing(2)
         text.addLayout(title)
         text.addWidget(self.details)
+        self.backup_label = QLabel()
+        self.backup_label.setObjectName("cardBackup")
+        text.addWidget(self.backup_label)
         text.addLayout(actions)
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 14, 0)
@@ -149,6 +183,15 @@ class ContextCard(QFrame):
         self.buttons["Remove…"].setVisible(not running)
         if info.state is None:
             self.buttons["Remove…"].setEnabled(True)
+        more = more_actions(info.state)
+        self.backup_label.setText(info.backup)
+        self.backup_label.setVisible(bool(info.backup))
+        self.back_up_action.setEnabled(Action.BACK_UP in more)
+        fresh = info.old_image and Action.START_FRESH in more
+        self.fresh_action.setEnabled(fresh)
+        self.fresh_button.setEnabled(fresh)
+        self.fresh_button.setVisible(info.old_image)
+        self.buttons["More"].setEnabled(bool(more))
 
     def set_selected(self, selected: bool) -> None:
         if self.property("selected") != selected:

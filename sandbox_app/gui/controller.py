@@ -27,6 +27,7 @@ from ..core.session.updates import image_note
 from ..core.storage import Paths
 from ..core.vm import Accel
 from .asyncbridge import CANCELLED, Job, JobRunner
+from .backups import Backups
 from .dialogs import ask, ask_passphrase, ask_resume, show_error
 from .exit_dialog import ExitChoice, ExitDialog
 from .format import human_bytes
@@ -39,6 +40,7 @@ from .jobs import (
     QuickResetJob,
     ReconnectDisplayJob,
     RemoveContextJob,
+    ResetContextJob,
     ResyncJob,
     StartSessionJob,
     StopAllJob,
@@ -66,6 +68,7 @@ class App(QObject):
         self.exit_dialogs: dict[str, ExitDialog] = {}
         self.quitting = False
         self.transfers = Transfers(self)
+        self.backups = Backups(self)
         # Each context's session window size and position (under the config dir, so
         # BLANKSLATE_HOME moves it too).
         self.window_state = QSettings(str(paths.config / "windows.ini"),
@@ -80,6 +83,7 @@ class App(QObject):
         s.create_requested.connect(self.create_context)
         s.settings_requested.connect(self.change_settings)
         s.build_requested.connect(self.build_image)
+        s.reset_context_requested.connect(self.reset_context)
         s.error.connect(self._show_error)
         self.jobs.changed.connect(s.changed)
         self.sleep_watch = SleepWatch()
@@ -159,9 +163,12 @@ class App(QObject):
 
     # ------------------------------------------------------------------ job plumbing
 
-    def submit(self, job: Job, progress_title: str | None = None) -> Job:
-        """Run a job; its errors become dialogs; with a title, a progress dialog (cancel)."""
-        job.failed.connect(self._on_job_failed)
+    def submit(self, job: Job, progress_title: str | None = None, *,
+               quiet: bool = False) -> Job:
+        """Run a job; its errors become dialogs (unless ``quiet``: the caller shows them);
+        with a title, a progress dialog (cancel)."""
+        if not quiet:
+            job.failed.connect(self._on_job_failed)
         job.ended.connect(self.signals.changed)
         if progress_title is not None:
             self._progress_dialog(job, progress_title)
@@ -313,6 +320,23 @@ class App(QObject):
                         f"Updating “{n}” failed", msg))
                     jobs.append(self.submit(job, f"Updating image “{image.name}”…"))
         return jobs
+
+    def reset_context(self, name: str) -> Job | None:
+        """Start a context kept on an earlier image fresh on the new one: its kept session
+        is securely erased, its persistent folder kept (``session.updates.reset_context``)."""
+        if self.state(name) is not RunState.STOPPED:
+            self.signals.error.emit(f"“{name}” has a running session: stop it first")
+            return None
+        job = ResetContextJob(self.paths, name, self.runners.get(name))
+        job.finished.connect(lambda _wiped: self._context_reset(name))
+        job.failed.connect(lambda msg: self._notify_failure(
+            f"Starting “{name}” fresh failed", msg))
+        return self.submit(job, f"Starting “{name}” fresh on the new image…")
+
+    def _context_reset(self, name: str) -> None:
+        self.runner(name).prepare_spare_soon()
+        self.signals.notify.emit(f"“{name}” is on the new image",
+                                 "Its kept session was erased; its persistent folder is kept.")
 
     def _notify_failure(self, title: str, message: str) -> None:
         if message != CANCELLED and not self.quitting:

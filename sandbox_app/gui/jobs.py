@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from ..core.backup import forget_backup
 from ..core.contexts import (
     ContextStore,
     Journal,
@@ -30,7 +31,7 @@ from ..core.guest import (
 )
 from ..core.images import Image, ImageStore
 from ..core.session import ContextRunner, EndReport, Session, SessionState, accel_warning
-from ..core.session.updates import update_image
+from ..core.session.updates import reset_context, update_image
 from ..core.storage import Paths
 from .asyncbridge import Job, in_thread
 from .format import human_bytes
@@ -188,6 +189,7 @@ class RemoveContextJob(Job):
             wiped = await in_thread(ContextStore(self.paths).remove, self.context)
         with contextlib.suppress(BlankSlateError):  # a context without a key is fine
             await in_thread(key_store(self.paths).remove, self.context)
+        forget_backup(self.paths, self.context)
         return wiped
 
 
@@ -225,7 +227,25 @@ class ChangeSettingsJob(Job):
             await self.runner.close()  # its next session, made ready, is bound to the name
         self.report(f"renaming {self.context} to {self.new_name}", None)
         await in_thread(rename_context, self.paths, self.context, self.new_name, passphrase)
+        forget_backup(self.paths, self.context, self.new_name)  # "backed up …" follows it
         return self.new_name
+
+
+class ResetContextJob(Job):
+    """Start a context fresh on its image's current build (``session.updates.reset_context``):
+    its kept session is securely erased, its persistent folder kept."""
+
+    def __init__(self, paths: Paths, name: str, runner: ContextRunner | None) -> None:
+        super().__init__(f"reset-image-{name}")
+        self.paths = paths
+        self.context = name
+        self.runner = runner
+
+    async def work(self) -> int:
+        if self.runner is not None:
+            await self.runner.close()  # its next overlay (and standby) sit on the old chain
+        self.report(f"securely erasing the kept session of {self.context}", None)
+        return await reset_context(self.paths, self.context)
 
 
 class DisplayJob(Job):
@@ -412,4 +432,5 @@ class SendFilesJob(Job):
             guest_path = await send_to_guest(agent, source, folder, progress)
             self.sent.append(GuestFile(guest_path.rsplit("/", 1)[-1], size))
         return self.sent
+
 

@@ -1,5 +1,7 @@
 """The launcher: one card per context (``context_card``) with its color, name, state, image,
-size on disk and last keep, a large Start button and its quick actions.
+size on disk, last keep and last backup, a large Start button and its quick actions; a
+Backup menu (Back up all now, Backup settings…, Restore from backup…), and — while no
+context holds anything yet, as on a fresh install — an offer to restore from a backup.
 
 It carries every action the tray has (Start/Open, Quick reset, Stop, Stop all, Quit), so on
 desktops without a system tray (``QSystemTrayIcon.isSystemTrayAvailable()`` False) nothing is
@@ -26,9 +28,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.backup import LastBackup, holds_data, last_backups
 from ..core.contexts import Context, ContextStore, key_store
 from ..core.errors import BlankSlateError
-from ..core.images import ImageStore
+from ..core.images import Image, ImageStore
+from ..core.session.updates import on_old_image
 from ..core.vm import TCG_WARNING
 from .context_card import CardInfo, ContextCard
 from .dialogs import NewContextDialog, ask
@@ -66,6 +70,24 @@ class LauncherWindow(QMainWindow):
         self.empty = QLabel("No contexts yet: make one with “New context…”.")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setVisible(False)
+        self.restore_offer = QWidget()
+        self.restore_offer.setObjectName("restoreOffer")
+        offer = QHBoxLayout(self.restore_offer)
+        offer.setContentsMargins(0, 0, 0, 0)
+        offer.addWidget(QLabel("Moving from another computer? Your contexts can come back "
+                               "from a backup."))
+        self.restore_button = QPushButton("Restore from backup…")
+        self.restore_button.setObjectName("restoreOfferButton")
+        self.restore_button.clicked.connect(signals.restore_requested.emit)
+        offer.addWidget(self.restore_button)
+        offer.addStretch(1)
+        self.restore_offer.setVisible(False)
+        backup_menu = self.menuBar().addMenu("&Backup")
+        backup_menu.setObjectName("backupMenu")
+        self.backup_menu = backup_menu
+        backup_menu.addAction("Back up all now", lambda: signals.backup_requested.emit([]))
+        backup_menu.addAction("Backup settings…", signals.backup_settings_requested.emit)
+        backup_menu.addAction("Restore from backup…", signals.restore_requested.emit)
         self.card_area = QScrollArea()
         self.card_area.setWidgetResizable(True)
         self.card_area.setFrameShape(QScrollArea.Shape.NoFrame)
@@ -85,6 +107,7 @@ class LauncherWindow(QMainWindow):
         layout = QVBoxLayout(body)
         layout.setContentsMargins(16, 16, 16, 12)
         layout.addWidget(self.banner)
+        layout.addWidget(self.restore_offer)
         layout.addWidget(self.empty)
         layout.addWidget(self.card_area, 1)
         layout.addLayout(row)
@@ -126,12 +149,14 @@ class LauncherWindow(QMainWindow):
 
     # ------------------------------------------------------------------ contents
 
-    def _info(self, ctx: Context, protected: bool, built: dict[str, float]) -> CardInfo:
+    def _info(self, ctx: Context, protected: bool, images: dict[str, Image],
+              backups: dict[str, LastBackup]) -> CardInfo:
         p = ctx.profile
         kept = ctx.manifest().kept_at
         image = p.image
-        if p.image in built:
-            image += f" · built {age(time.time() - built[p.image])}" if built[p.image] else ""
+        built = images[p.image].built_at if p.image in images else None
+        if built is not None:
+            image += f" · built {age(time.time() - built)}" if built else ""
         else:
             image += " (not built yet)"
         kept_text = ("kept " + time.strftime("%Y-%m-%d %H:%M", time.localtime(kept))
@@ -143,19 +168,29 @@ class LauncherWindow(QMainWindow):
         details = f"{image} · {human_bytes(ctx.size_bytes())} · {suspended or kept_text}"
         if note := self.app.image_note(ctx):
             details += f"\n{note}"
+        last = backups.get(p.name)
+        backup = f"backed up {age(time.time() - last.at)}" if last else "never backed up"
+        old_image = False
+        if p.image in images:
+            with contextlib.suppress(BlankSlateError, OSError):
+                old_image = on_old_image(ctx, images[p.image])
         return CardInfo(p.name, p.color, self.app.state(p.name), details,
                         protected=protected, warnings="\n".join(self.app.warnings(p.name)),
-                        suspended=bool(suspended))
+                        suspended=bool(suspended), backup=backup, old_image=old_image)
 
     def refresh(self) -> None:
         try:
             contexts, broken = ContextStore(self.app.paths).scan()
             keys = key_store(self.app.paths)
-            built = {i.name: i.built_at for i in ImageStore(self.app.paths).list()}
-            infos = [self._info(c, keys.is_protected(c.name), built) for c in contexts]
+            images = {i.name: i for i in ImageStore(self.app.paths).list()}
+            backups = last_backups(self.app.paths)
+            infos = [self._info(c, keys.is_protected(c.name), images, backups)
+                     for c in contexts]
+            fresh = not broken and not any(holds_data(c) for c in contexts)
         except (BlankSlateError, OSError) as exc:
             self.statusBar().showMessage(str(exc))
             return
+        self.restore_offer.setVisible(fresh)
         # A broken context is listed with its reason (it can be removed); the others work.
         infos += [CardInfo(b.name, BROKEN_COLOR, None, "", problem=b.reason) for b in broken]
         self._show_cards(infos)
@@ -197,6 +232,8 @@ class LauncherWindow(QMainWindow):
         card.stop.connect(s.stop_requested.emit)
         card.settings.connect(self.open_settings)
         card.remove.connect(self.remove)
+        card.back_up.connect(lambda name: s.backup_requested.emit([name]))
+        card.start_fresh.connect(self.start_fresh)
         card.chosen.connect(self._choose)
         card.step.connect(self._step)
         return card
@@ -232,6 +269,15 @@ class LauncherWindow(QMainWindow):
                    f"Remove “{name}” and securely erase everything kept in it?\n"
                    "This cannot be undone.",
                    lambda: self.app.signals.remove_requested.emit(name), name="confirmRemove")
+
+    def start_fresh(self, name: str) -> QMessageBox:
+        """Confirm, then ask the app to start ``name`` fresh on its image's new build."""
+        return ask(self, "Start fresh on the new image",
+                   f"“{name}” was kept on an earlier build of its image. Start it fresh on "
+                   "the new one?\nIts kept session (open pages, logins, everything kept) is "
+                   "dropped and securely erased. Its persistent folder is kept.",
+                   lambda: self.app.signals.reset_context_requested.emit(name),
+                   name="confirmStartFresh")
 
     def remove_selected(self) -> QMessageBox | None:
         name = self.selected()

@@ -21,6 +21,11 @@ class AppSignals(QObject):
     create_requested = Signal(object, str)  # Profile, passphrase ("" for none)
     settings_requested = Signal(object)  # settings_dialog.SettingsChange
     build_requested = Signal(str)  # image name
+    reset_context_requested = Signal(str)  # start it fresh on its image's new build
+    # Backup (gui.backups carries them out).
+    backup_requested = Signal(list)  # context names; empty: every context
+    backup_settings_requested = Signal()  # open Backup settings…
+    restore_requested = Signal()  # open Restore from backup…
     # Files and clipboard (gui.transfers carries them out); only ever on a user action.
     open_url_requested = Signal(str, str)  # context, URL (typed into the address bar)
     clipboard_to_guest_requested = Signal(str)

@@ -1,5 +1,6 @@
-"""The tray icon: per-context Open / Quick reset / Stop, Stop all, Quit; and the desktop
-notifications (``AppSignals.notify``: a keep, an erase or an image build ended or failed).
+"""The tray icon: per-context Open / Quick reset / Stop, Stop all, Back up all now, Quit; and
+the desktop notifications (``AppSignals.notify``: a keep, an erase, an image build, a backup
+or a restore ended or failed).
 
 The menu is rebuilt each time it opens (``aboutToShow``), so it always shows the current
 contexts and states without the tray tracking anything. Where the desktop has no tray the
@@ -69,6 +70,7 @@ class Tray(QObject):
         self.menu.addSeparator()
         self.menu.addAction("Stop all (discard)", s.stop_all_requested.emit).setEnabled(
             bool(self.app.running()))
+        self.menu.addAction("Back up all now", lambda: s.backup_requested.emit([]))
         self.menu.addAction("Show launcher", s.show_launcher_requested.emit)
         self.menu.addAction("Quit", s.quit_requested.emit)
 
