@@ -4,11 +4,16 @@ from the golden ram.img, encrypted and bound to their context (real QEMU, TCG, t
 from __future__ import annotations
 
 import json
+import mmap
+import os
+import struct
+import zlib
 from pathlib import Path
 
 from helpers import exec_stdout, run_cli, run_session
 
 from sandbox_app.core.storage import Paths
+from sandbox_app.core.vm import guestram
 
 MiB = 1 << 20
 # RAM the guest fills with random bytes (a tmpfs survives in RAM only: a delta must carry it).
@@ -110,3 +115,77 @@ def test_a_cold_booted_session_keeps_a_bound_full_state(
     state = _state(tiny_paths, tiny_context)
     assert state.get("bound") is True and "ram" not in state, "a full migration stream"
     assert _out(_run(tiny_context, "cat /root/c")) == "cold\n"
+
+
+PAGE = guestram.PAGE
+
+
+def _private_map(path: Path) -> mmap.mmap:
+    """A private (copy-on-write) mapping of ``path`` in this process, as QEMU maps ram.img."""
+    with open(path, "rb") as f:
+        return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE,
+                         prot=mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+def _kinds(delta: bytes) -> list[int]:
+    """The record kinds of a delta (format 2), in order."""
+    out, pos = [], len(guestram.MAGIC)
+    while True:
+        kind, _first, count = struct.unpack_from("<BQI", delta, pos)
+        out.append(kind)
+        pos += 13
+        if kind == guestram.END:
+            return out
+        if kind == guestram.RAW:
+            pos += count * PAGE
+        elif kind == guestram.COPY:
+            pos += 8
+        else:
+            pos += 4 + struct.unpack_from("<I", delta, pos)[0]
+
+
+def test_a_delta_stores_copies_and_compressible_pages_small_and_restores_exactly(
+        tmp_path: Path) -> None:
+    """The delta format on a private mapping of this very process (no VM needed)."""
+    ram = tmp_path / "ram.img"
+    ram.write_bytes(b"".join(os.urandom(PAGE // 2) + bytes(PAGE // 2) for _ in range(64)))
+    m = _private_map(ram)
+    noise = os.urandom(4 * PAGE)
+    m[3 * PAGE:7 * PAGE] = noise  # random: stored as it is
+    m[10 * PAGE + 100:10 * PAGE + 108] = b"counter!"  # a small change: XOR + zlib
+    m[20 * PAGE:22 * PAGE] = bytes(2 * PAGE)  # zeroed pages: the second one a copy
+    m[30 * PAGE:34 * PAGE] = noise  # the same content as pages 3-6: a copy
+    m[40 * PAGE:41 * PAGE] = m[40 * PAGE:41 * PAGE]  # written, content unchanged: not stored
+    want = bytes(m)
+    delta = b"".join(guestram.read_delta(os.getpid(), ram))
+    m.close()
+    kinds = _kinds(delta)
+    assert guestram.COPY in kinds and guestram.XZLIB in kinds and guestram.RAW in kinds
+    assert len(delta) < 6 * PAGE, "4 random pages, the rest copies or compressed"
+    fresh = _private_map(ram)
+    try:
+        assert guestram.write_delta(os.getpid(), ram, [delta[:5], delta[5:]]) == 4 + 1 + 2 + 4
+        assert bytes(fresh) == want
+    finally:
+        fresh.close()
+
+
+def test_a_delta_of_the_first_format_still_restores(tmp_path: Path) -> None:
+    ram = tmp_path / "ram.img"
+    ram.write_bytes(bytes(8 * PAGE))
+    page = os.urandom(PAGE)
+    old = struct.pack("<QI", 5, 1) + page + struct.pack("<QI", 8, 0)
+    fresh = _private_map(ram)
+    try:
+        assert guestram.write_delta(os.getpid(), ram, [old]) == 1
+        assert bytes(fresh) == bytes(5 * PAGE) + page + bytes(2 * PAGE)
+    finally:
+        fresh.close()
+
+
+def test_a_device_state_is_stored_packed_and_one_kept_before_loads_as_it_is() -> None:
+    state = b"QEVM" + bytes(1 << 20) + b"tail"
+    packed = guestram.pack_devices(state)
+    assert len(packed) < 8192 and guestram.unpack_devices([packed[:3], packed[3:]]) == state
+    assert guestram.unpack_devices([state]) == state
+    assert zlib.decompress(packed[len(guestram.DEVICES_MAGIC):]) == state

@@ -118,10 +118,11 @@ class _Run:
                 for e in entries:
                     self.previous[tuple(e["stat"])] = e
 
-    def send(self, path: Path, rel: str) -> Entry:
+    def send(self, path: Path, rel: str, *, fine: bool = False) -> Entry:
         st = path.stat()
         return self.sender.send_file(
-            path, rel, self.previous.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)))
+            path, rel, self.previous.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)),
+            fine=fine)
 
 
 def backup(paths: Paths, target: Target, passphrase: str, names: Iterable[str] = (),
@@ -185,7 +186,8 @@ def _backup_context(paths: Paths, run: _Run, ctx: Context) -> dict[str, Any]:
         manifest = ctx.manifest()
         profile = (paths.contexts_config / f"{ctx.name}.toml").read_text()
         points = sorted({m.snapshot for m in (manifest, ctx.suspended()) if m and m.snapshot})
-        files = [run.send(p, p.name) for p in backed_up_files(ctx.data_dir)]
+        files = [run.send(p, p.name, fine=p == ctx.volume_path)
+                 for p in backed_up_files(ctx.data_dir)]
         key = keys.portable(ctx.name) if keys.exists(ctx.name) else None
     return {"profile": profile, "image": ctx.profile.image, "points": points,
             "kept_at": manifest.kept_at, "key": key, "files": files}

@@ -37,6 +37,9 @@ from .target import BackupError
 AVG_CHUNK = 1 << 20
 MIN_CHUNK = 256 << 10
 MAX_CHUNK = 4 << 20
+# Files changed in place (the persistent folder: every session's mount and unmount touch a
+# few of its 64 KiB qcow2 clusters) are cut finer, so such a change sends ~this much a spot.
+FINE_AVG, FINE_MIN, FINE_MAX = 64 << 10, 16 << 10, 256 << 10
 WORKERS = 8
 WINDOW = 32 << 20  # bytes read at a time
 IN_FLIGHT = 32  # chunks read but not yet stored: bounds memory to ~IN_FLIGHT * MAX_CHUNK
@@ -87,6 +90,8 @@ class ChunkSender:
         self._lock = threading.Lock()
         self._cdc = FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK,
                             seed=repo.cdc_seed())
+        self._fine_cdc = FastCDC(FINE_AVG, min_size=FINE_MIN, max_size=FINE_MAX,
+                                 seed=repo.cdc_seed())
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="backup-put")
         self._slots = threading.Semaphore(IN_FLIGHT)
         self._progress = progress or (lambda _n: None)
@@ -122,8 +127,10 @@ class ChunkSender:
         finally:
             self._slots.release()
 
-    def send_file(self, path: Path, rel: str, previous: Entry | None = None) -> Entry:
-        """Store ``path``'s chunks; the entry that restores it as ``rel``."""
+    def send_file(self, path: Path, rel: str, previous: Entry | None = None, *,
+                  fine: bool = False) -> Entry:
+        """Store ``path``'s chunks; the entry that restores it as ``rel``. ``fine``: a file
+        that changes in place, cut into smaller chunks (FINE_AVG)."""
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):
             raise BackupError(f"{path} is not a regular file")
@@ -141,14 +148,14 @@ class ChunkSender:
         with open(path, "rb", buffering=0) as f:
             for offset, length in data_extents(f.fileno(), st.st_size):
                 futures = [self._pool.submit(self._store, data)
-                           for data in self._cut(f, offset, length)]
+                           for data in self._cut(f, offset, length, fine)]
                 extents.append([offset, [list(fut.result()) for fut in futures]])
         if file_stat(path) != stamp:
             raise BackupError(f"{path.name} changed while it was backed up: try again")
         entry["extents"] = extents
         return entry
 
-    def _cut(self, f: BinaryIO, offset: int, length: int) -> Iterator[bytes]:
+    def _cut(self, f: BinaryIO, offset: int, length: int, fine: bool) -> Iterator[bytes]:
         """The content-defined chunks of one extent, read a window at a time (the last
         chunk of a window is cut again with the next one: a window's end is no cut point)."""
         f.seek(offset)
@@ -160,7 +167,7 @@ class ChunkSender:
             if left > 0 and not block:
                 raise BackupError(f"{f.name} shrank while it was backed up")
             buf = carry + block
-            chunks = list(self._cdc.cut_buf(buf))
+            chunks = list((self._fine_cdc if fine else self._cdc).cut_buf(buf))
             last = left <= 0
             for chunk in chunks if last else chunks[:-1]:
                 self._slots.acquire()

@@ -13,6 +13,8 @@ ascending page order, each ``<BQI`` (kind, first page index, page count):
 
 - ``RAW``: ``count * PAGE`` bytes follow;
 - ``ZLIB``: ``<I`` length, then that many bytes, zlib of the ``count`` pages;
+- ``XZLIB``: the same, of the pages XOR ``ram.img``'s (a page the guest changed a little —
+  a counter, a list link — is mostly zeros then);
 - ``COPY``: ``<Q`` source: the pages equal the ``count`` pages from ``source`` on, which this
   delta wrote earlier (a file's data is often in RAM twice: the page cache and a buffer);
 - ``END``: first = the number of pages in the RAM (a check that the mapping matches).
@@ -41,7 +43,7 @@ from ..errors import ImageError, QemuError
 PAGE = 4096
 MAGIC = b"BSRAM2\0\0"
 DEVICES_MAGIC = b"BSDEVZ1\0"
-RAW, ZLIB, COPY, END = 0, 1, 2, 3
+RAW, ZLIB, COPY, END, XZLIB = 0, 1, 2, 3, 4
 _REC = struct.Struct("<BQI")
 _LEN = struct.Struct("<I")
 _SRC = struct.Struct("<Q")
@@ -116,17 +118,35 @@ def _differing(mem: int, start: int, base: mmap.mmap, pages: list[int]
                 yield first + k, page
 
 
-def _literal(first: int, pages: list[bytes]) -> Iterator[bytes]:
-    """A RAW or ZLIB record of contiguous pages: compressed when a sample page compresses."""
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a), "little")
+
+
+def _compresses(page: bytes) -> bool:
+    return len(zlib.compress(page, _LEVEL)) < PAGE * 3 // 4
+
+
+def _literal(first: int, pages: list[bytes], base: bytes) -> Iterator[bytes]:
+    """The smallest of a RAW, ZLIB or XZLIB record of contiguous pages (``base``: the same
+    pages of ram.img). Compression is tried only when a sample page compresses."""
     data = b"".join(pages)
-    if len(zlib.compress(pages[0], _LEVEL)) < PAGE * 3 // 4:
-        packed = zlib.compress(data, _LEVEL)
-        if len(packed) < len(data):
-            yield _REC.pack(ZLIB, first, len(pages)) + _LEN.pack(len(packed))
-            yield packed
-            return
-    yield _REC.pack(RAW, first, len(pages))
-    yield data
+    best, kind = data, RAW
+    if _compresses(pages[0]):
+        best, kind = zlib.compress(data, _LEVEL), ZLIB
+    if _compresses(_xor(pages[0], base[:PAGE])):
+        packed = zlib.compress(_xor(data, base), _LEVEL)
+        if len(packed) < len(best):
+            best, kind = packed, XZLIB
+    if kind == RAW or len(best) >= len(data):
+        yield _REC.pack(RAW, first, len(pages))
+        yield data
+        return
+    yield _REC.pack(kind, first, len(pages)) + _LEN.pack(len(best))
+    yield best
+
+
+def _span(base: mmap.mmap, first: int, count: int) -> bytes:
+    return base[first * PAGE:(first + count) * PAGE]
 
 
 def read_delta(pid: int, ram_file: Path) -> Iterator[bytes]:
@@ -157,7 +177,7 @@ def read_delta(pid: int, ram_file: Path) -> Iterator[bytes]:
                 copy_n = 0
             if lit and (src is not None or index != lit_first + len(lit)
                         or len(lit) >= _SEGMENT):
-                yield from _literal(lit_first, lit)
+                yield from _literal(lit_first, lit, _span(base, lit_first, len(lit)))
                 lit = []
             if src is None:
                 if not lit:
@@ -170,7 +190,7 @@ def read_delta(pid: int, ram_file: Path) -> Iterator[bytes]:
         if copy_n:
             yield _REC.pack(COPY, copy_first, copy_n) + _SRC.pack(copy_src)
         if lit:
-            yield from _literal(lit_first, lit)
+            yield from _literal(lit_first, lit, _span(base, lit_first, len(lit)))
     yield _REC.pack(END, length // PAGE, 0)
 
 
@@ -213,7 +233,8 @@ def write_delta(pid: int, ram_file: Path, chunks: Iterable[bytes]) -> int:
     mismatch = ImageError("the saved RAM does not match this machine's RAM")
     stream = _Stream(chunks)
     written = 0
-    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
+    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem, \
+            open(ram_file, "rb", buffering=0) as base:
         fd = mem.fileno()
         head = stream.read(len(MAGIC))
         if head != MAGIC:
@@ -228,15 +249,11 @@ def write_delta(pid: int, ram_file: Path, chunks: Iterable[bytes]) -> int:
                 raise mismatch
             if kind == RAW:
                 data = stream.read(count * PAGE)
-            elif kind == ZLIB:
+            elif kind in (ZLIB, XZLIB):
                 packed = stream.read(_LEN.unpack(stream.read(_LEN.size))[0])
-                inflate = zlib.decompressobj()
-                try:
-                    data = inflate.decompress(packed, count * PAGE)
-                except zlib.error:
-                    raise ImageError("the saved RAM is corrupt") from None
-                if len(data) != count * PAGE or not inflate.eof or inflate.unconsumed_tail:
-                    raise ImageError("the saved RAM is corrupt")
+                data = _inflate(packed, count * PAGE)
+                if kind == XZLIB:
+                    data = _xor(data, _pread(base.fileno(), count * PAGE, first * PAGE))
             elif kind == COPY:
                 (src,) = _SRC.unpack(stream.read(_SRC.size))
                 if src + count > first:  # a copy of pages this delta wrote before
@@ -246,6 +263,18 @@ def write_delta(pid: int, ram_file: Path, chunks: Iterable[bytes]) -> int:
                 raise ImageError("the saved RAM is corrupt")
             _pwrite(fd, data, start + first * PAGE)
             written += count
+
+
+def _inflate(packed: bytes, size: int) -> bytes:
+    """Exactly ``size`` bytes from zlib data (ImageError otherwise)."""
+    inflate = zlib.decompressobj()
+    try:
+        data = inflate.decompress(packed, size)
+    except zlib.error:
+        raise ImageError("the saved RAM is corrupt") from None
+    if len(data) != size or not inflate.eof or inflate.unconsumed_tail:
+        raise ImageError("the saved RAM is corrupt")
+    return data
 
 
 def _write_v1(fd: int, start: int, total: int, head: bytes, stream: _Stream) -> int:
