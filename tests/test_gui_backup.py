@@ -100,10 +100,12 @@ def one_line(text: str) -> bool:
     return bool(text) and "\n" not in text.strip() and "Traceback" not in text
 
 
-def keep_markers(context: str = "t1") -> None:
-    """A real session writes a marker on the disk and one in the persistent folder, kept."""
+def keep_markers(gui: Gui, context: str = "t1") -> None:
+    """A real session writes a marker on the disk and one in the persistent folder, kept.
+    (The CLI makes the default contexts too: the launcher then shows new cards.)"""
     run_session(context, f"echo {MARKER} > /root/marker",
                 f"echo {PMARKER} > /root/Persistent/p && sync", on_exit="keep")
+    gui.launcher.refresh()
 
 
 def empty_home(base: Path, monkeypatch: pytest.MonkeyPatch, images: Path) -> Paths:
@@ -158,9 +160,8 @@ def test_backup_settings_are_checked_before_ok(gui: Gui, tmp_path: Path) -> None
 def test_back_up_from_a_card_then_restore_into_an_empty_home(
         gui: Gui, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     paths = gui.app.paths
-    keep_markers()
+    keep_markers(gui)
     card = gui.launcher.card("t1")
-    gui.launcher.refresh()
     assert card.backup_label.text() == "never backed up"
     assert not gui.launcher.restore_offer.isVisibleTo(gui.launcher)  # t1 holds data
     usb = tmp_path / "usb"
@@ -207,9 +208,11 @@ def test_back_up_from_a_card_then_restore_into_an_empty_home(
         dialog.find_button.click()
         wait_until(lambda: dialog.snapshot.count() == 1, 60)
         assert dialog.checked_contexts() == ["t1"] and dialog.restore_button.isEnabled()
+        closed: list[int] = []
+        dialog.finished.connect(closed.append)
         dialog.restore_button.click()
         wait_until(lambda: any(t == "Restore done" for t, _ in seen_b), 300)
-        assert not dialog.isVisible()
+        wait_until(lambda: bool(closed), 10)  # the dialog closes once restored
         wait_until(lambda: "kept " in laptop.launcher.card("t1").details.text(), 10)
         assert not laptop.launcher.restore_offer.isVisibleTo(laptop.launcher)
         # This laptop now backs up where it restored from.
@@ -223,7 +226,7 @@ def test_back_up_from_a_card_then_restore_into_an_empty_home(
 def test_wrong_passphrase_and_a_context_holding_data_are_one_line(
         gui: Gui, tmp_path: Path) -> None:
     paths = gui.app.paths
-    keep_markers()
+    keep_markers(gui)
     usb = tmp_path / "usb"
     made = run_cli("backup", "t1", "--to", str(usb), "--passphrase-stdin", input=PASS + "\n")
     assert made.returncode == 0, made.stderr

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from PySide6.QtCore import QObject
+from PySide6.QtWidgets import QDialog
 
 from ..core.backup import BackupReport, CredentialStore, RestoreReport
 from ..core.session import AppSettings, ContextRunner, RunState
@@ -83,6 +84,18 @@ class Backups(QObject):
         return settings.backup_target.startswith("s3://") and self.credentials.load(
             settings.backup_target, settings.backup_s3_endpoint) is not None
 
+    def _show(self, dialog: QDialog, attr: str) -> None:
+        """Open ``dialog`` (non-blocking) as ``self.<attr>`` until it closes."""
+        setattr(self, attr, dialog)
+
+        def closed(_result: int) -> None:
+            if getattr(self, attr) is dialog:
+                setattr(self, attr, None)
+            dialog.deleteLater()
+
+        dialog.finished.connect(closed)
+        dialog.open()
+
     def _notify_failure(self, title: str, message: str) -> None:
         if message != CANCELLED and not self.app.quitting:
             self.app.signals.notify.emit(title, message)
@@ -97,9 +110,7 @@ class Backups(QObject):
             settings, stored_credentials=self._has_stored_credentials(settings),
             keyring=self.credentials.available(), note=note)
         dialog.accepted.connect(lambda: self.save_settings(dialog.change(), then))
-        dialog.finished.connect(dialog.deleteLater)
-        self.settings_dialog = dialog
-        dialog.open()
+        self._show(dialog, "settings_dialog")
         return dialog
 
     def save_settings(self, change: BackupSettingsChange,
@@ -133,9 +144,7 @@ class Backups(QObject):
         dialog = BackupPassphraseDialog(source.target, new=new)
         dialog.accepted.connect(
             lambda: self._run_backup(source, dialog.passphrase.text(), names))
-        dialog.finished.connect(dialog.deleteLater)
-        self.passphrase_dialog = dialog
-        dialog.open()
+        self._show(dialog, "passphrase_dialog")
         return dialog
 
     def _run_backup(self, source: BackupSource, passphrase: str, names: list[str]) -> Job:
@@ -169,9 +178,7 @@ class Backups(QObject):
         dialog.find_requested.connect(
             lambda source, passphrase: self._find(dialog, source, passphrase))
         dialog.restore_requested.connect(lambda choice: self._restore(dialog, choice))
-        dialog.finished.connect(dialog.deleteLater)
-        self.restore_dialog = dialog
-        dialog.open()
+        self._show(dialog, "restore_dialog")
         return dialog
 
     def _find(self, dialog: RestoreDialog, source: BackupSource, passphrase: str) -> Job:

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer
-from PySide6.QtWidgets import QProgressDialog
+from PySide6.QtWidgets import QMessageBox, QProgressDialog
 
 from ..core.contexts import Context, ContextStore, ExitDefault, Profile, key_store
 from ..core.errors import BlankSlateError, UsageError
@@ -66,6 +66,7 @@ class App(QObject):
         self.windows: dict[str, SessionWindow] = {}
         self.displays: dict[str, DisplayJob] = {}
         self.exit_dialogs: dict[str, ExitDialog] = {}
+        self._error_boxes: set[QMessageBox] = set()
         self.quitting = False
         self.transfers = Transfers(self)
         self.backups = Backups(self)
@@ -201,8 +202,12 @@ class App(QObject):
         return dialog
 
     def _show_error(self, message: str) -> None:
-        if not self.quitting:
-            show_error(message, self.windows.get(next(iter(self.windows), "")))
+        if self.quitting:
+            return
+        box = show_error(message, self.windows.get(next(iter(self.windows), "")))
+        # Without a session window it has no parent: only this reference keeps it on screen.
+        self._error_boxes.add(box)
+        box.finished.connect(lambda _r: self._error_boxes.discard(box))
 
     # ------------------------------------------------------------------ displays
 
