@@ -18,6 +18,8 @@ from typing import Any
 
 import boto3
 
+from sandbox_app.core.vm.process import set_pdeathsig
+
 ACCESS_KEY, SECRET_KEY = "blankslate-test", "blankslate-test-secret"
 
 
@@ -76,7 +78,7 @@ def seaweedfs(workdir: Path, timeout: float = 90) -> Iterator[S3Server]:
          "-s3.port.iceberg=0", "-s3.port.lance=0",
          "-metricsPort=0"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
-        start_new_session=True)
+        start_new_session=True, preexec_fn=set_pdeathsig)  # noqa: PLW1509 (dies with the run)
     server = S3Server(f"http://127.0.0.1:{s3}")
     try:
         deadline = time.monotonic() + timeout
