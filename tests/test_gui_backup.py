@@ -6,10 +6,12 @@ a real SeaweedFS serves S3."""
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import test_gui
@@ -17,7 +19,7 @@ import test_gui
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 from helpers import exec_stdout, run_cli, run_session
-from PySide6.QtWidgets import QDialogButtonBox, QMessageBox
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QMessageBox, QPushButton
 from seaweed import ACCESS_KEY, SECRET_KEY, S3Server, seaweedfs
 from test_gui import Gui, wait_for_box, wait_until
 
@@ -54,6 +56,16 @@ class FakeKeyring:
         del self.items[service, user]
 
 
+@pytest.fixture(autouse=True)
+def collect_in_the_gui_thread(loop: Any) -> Iterator[None]:
+    """This test's apps are garbage once it ends: collect them now, in the GUI thread. Left
+    to Python, a collection can run in whichever thread allocates next — a backup's worker
+    — and a Qt object destroyed there leaves its timers registered with the GUI thread
+    (a crash in a later test)."""
+    yield
+    gc.collect()
+
+
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     with seaweedfs(tmp_path_factory.mktemp("seaweed")) as server:
@@ -77,7 +89,7 @@ def set_backup_settings(gui: Gui, target: str, endpoint: str = "", key_id: str =
     dialog.fields.endpoint.setText(endpoint)
     dialog.fields.key_id.setText(key_id)
     dialog.fields.secret.setText(secret)
-    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).click()
+    ok_button(dialog).click()
     wait_until(lambda: AppSettings.load(gui.app.paths).backup_target == target, 10)
     return dialog
 
@@ -92,8 +104,14 @@ def answer_passphrase(gui: Gui, passphrase: str, *, new: bool,
     assert dialog.again.isVisibleTo(dialog) is new  # typed twice only for a new backup
     dialog.passphrase.setText(passphrase)
     dialog.again.setText(passphrase if again is None else again)
-    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).click()
+    ok_button(dialog).click()
     return dialog
+
+
+def ok_button(dialog: QDialog) -> QPushButton:
+    box = dialog.findChild(QDialogButtonBox)
+    assert box is not None
+    return box.button(QDialogButtonBox.StandardButton.Ok)
 
 
 def one_line(text: str) -> bool:
@@ -136,7 +154,7 @@ def test_backup_settings_are_checked_before_ok(gui: Gui, tmp_path: Path) -> None
          if a.text() == "Backup settings…").trigger()
     dialog = gui.app.backups.settings_dialog
     assert dialog is not None
-    ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+    ok = ok_button(dialog)
     for bad, why in (("relative/folder", "full path"), ("s3://No_Such", "bucket"),
                      ("ftp://host/x", "a folder or s3://")):
         dialog.fields.target.setText(bad)
@@ -173,7 +191,7 @@ def test_back_up_from_a_card_then_restore_into_an_empty_home(
     mistyped = answer_passphrase(gui, PASS, new=True, again=PASS + "!")
     assert mistyped.isVisible() and "differ" in mistyped.error.text()
     mistyped.again.setText(PASS)
-    mistyped.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).click()
+    ok_button(mistyped).click()
     wait_until(lambda: any(t == "Backup done" for t, _ in seen), 300)
     wait_until(lambda: card.backup_label.text() == "backed up just now", 10)
     assert last_backups(paths)["t1"].target == str(usb)
@@ -239,9 +257,10 @@ def test_wrong_passphrase_and_a_context_holding_data_are_one_line(
     gui.launcher.card("t1").back_up_action.trigger()
     answer_passphrase(gui, "not the passphrase", new=False)  # an existing backup: once
     box = wait_for_box("errorBox")
-    assert "wrong backup passphrase" in box.text() and one_line(box.text())
+    message = box.text()
+    assert "wrong backup passphrase" in message and one_line(message)
     box.button(QMessageBox.StandardButton.Ok).click()
-    wait_until(lambda: ("Backup failed", box.text()) in seen, 10)
+    wait_until(lambda: ("Backup failed", message) in seen, 10)
 
     gui.launcher.card("t1").back_up_action.trigger()  # asked again: not remembered
     answer_passphrase(gui, PASS, new=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QTimer
 
 from ..core.backup import (
     BackupReport,
@@ -30,29 +30,35 @@ from .backup_dialogs import BackupSettingsChange, BackupSource, RestoreChoice
 class ThreadedJob(Job):
     """A job whose core work blocks (backup, restore: files and network), run in a thread.
 
-    Its progress reaches the GUI thread through a queued signal; Cancel takes effect at the
-    work's next progress report (the core then stops cleanly: a backup leaves chunks its
-    next run reuses, a restore its staging folder to resume from).
+    The work's progress callback (``thread_progress``, called from its threads) only stores
+    the latest report; a timer in the GUI thread forwards it — no Qt call is ever made from
+    a worker thread. Cancel takes effect at the work's next progress report (the core then
+    stops cleanly: a backup leaves chunks its next run reuses, a restore its staging folder
+    to resume from).
     """
 
     cancellable = True
-    _progress_from_thread = Signal(str, object)
+    POLL_MS = 100
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self._stop = threading.Event()
+        self._latest: tuple[str, float | None] | None = None
         self.wrong_passphrase = False  # the app forgets the passphrase it remembered
-        self._progress_from_thread.connect(self._forward, Qt.ConnectionType.QueuedConnection)
+        self._timer = QTimer(self)
+        self._timer.setInterval(self.POLL_MS)
+        self._timer.timeout.connect(self._forward)
 
-    def _forward(self, phase: str, fraction: float | None) -> None:
-        if not self.done():
-            self.report(phase, fraction)
+    def _forward(self) -> None:
+        latest, self._latest = self._latest, None
+        if latest is not None:
+            self.report(*latest)
 
     def thread_progress(self, phase: str, fraction: float | None) -> None:
-        """A core ``Progress`` for the worker thread."""
+        """A core ``Progress`` for the worker threads (a tuple stored: atomic)."""
         if self._stop.is_set():
             raise Cancelled(CANCELLED)
-        self._progress_from_thread.emit(phase, fraction)
+        self._latest = (phase, fraction)
 
     def cancel(self) -> bool:
         if self.done() or self._stop.is_set():
@@ -61,12 +67,16 @@ class ThreadedJob(Job):
         return True
 
     async def blocking(self, fn: Any, *args: Any) -> Any:
-        """``fn(*args)`` in a thread; notes a wrong passphrase."""
+        """``fn(*args)`` in a thread, its progress forwarded; notes a wrong passphrase."""
+        self._timer.start()
         try:
             return await in_thread(fn, *args)
         except AuthError:
             self.wrong_passphrase = True
             raise
+        finally:
+            self._timer.stop()
+            self._forward()
 
 
 class ProbeBackupTargetJob(Job):

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer
 from PySide6.QtWidgets import QMessageBox, QProgressDialog
 
@@ -66,7 +67,7 @@ class App(QObject):
         self.windows: dict[str, SessionWindow] = {}
         self.displays: dict[str, DisplayJob] = {}
         self.exit_dialogs: dict[str, ExitDialog] = {}
-        self._error_boxes: set[QMessageBox] = set()
+        self._error_boxes: list[QMessageBox] = []
         self.quitting = False
         self.transfers = Transfers(self)
         self.backups = Backups(self)
@@ -205,9 +206,11 @@ class App(QObject):
         if self.quitting:
             return
         box = show_error(message, self.windows.get(next(iter(self.windows), "")))
-        # Without a session window it has no parent: only this reference keeps it on screen.
-        self._error_boxes.add(box)
-        box.finished.connect(lambda _r: self._error_boxes.discard(box))
+        # Without a session window it has no parent: only a reference keeps it on screen.
+        # Qt deletes it once closed; the reference goes at the next error (dropping it in
+        # its own finished() would delete it in the middle of that signal).
+        box.finished.connect(box.deleteLater)
+        self._error_boxes = [b for b in self._error_boxes if shiboken6.isValid(b)] + [box]
 
     # ------------------------------------------------------------------ displays
 
@@ -551,6 +554,7 @@ class App(QObject):
         """Discard everything still running (or ``suspend`` it: a logout, SIGTERM), erase
         spares, close windows (quit, tests)."""
         self.quitting = True
+        self._warning_timer.stop()  # nothing to warn about any more
         for name in list(self.exit_dialogs):
             self.exit_dialogs.pop(name).deleteLater()
         await self.jobs.wait_all(ignore=DisplayJob)  # let keeps/erases in flight finish
