@@ -315,3 +315,23 @@ def test_s3_credentials_go_to_the_keyring_and_never_into_app_toml(
     assert "stored in the keyring" in dialog.fields.key_id.placeholderText()
     assert dialog.fields.key_id.text() == "" and dialog.fields.secret.text() == ""
     dialog.reject()
+
+
+def test_cancel_stops_a_backup_without_a_snapshot_or_an_error(gui: Gui, tmp_path: Path) -> None:
+    usb = tmp_path / "usb"
+    save_backup_settings(gui.app.paths, str(usb), "")
+    seen = notifications(gui)
+    gui.launcher.card("t1").back_up_action.trigger()
+    answer_passphrase(gui, PASS, new=True)
+    wait_until(lambda: gui.app.jobs.find("backup") is not None, 30)
+    job = gui.app.jobs.find("backup")
+    assert job is not None
+    progress: list[str] = []
+    job.progress.connect(lambda phase, _pct: progress.append(phase))
+    wait_until(lambda: bool(progress), 60)  # under way (the repository is made)
+    failed: list[str] = []
+    job.failed.connect(failed.append)
+    assert job.cancel()
+    wait_until(lambda: bool(failed), 60)
+    assert failed == ["cancelled"] and not seen  # no notification, no error box
+    assert not list((usb / "snapshots").glob("*")) and "t1" not in last_backups(gui.app.paths)
