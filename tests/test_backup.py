@@ -13,6 +13,8 @@ import pytest
 from helpers import run_cli
 from seaweed import S3Server, seaweedfs
 
+from sandbox_app.core.backup import files as backup_files
+from sandbox_app.core.backup.files import ZERO_BLOCK, ChunkFetcher, ChunkSender
 from sandbox_app.core.backup.repository import Repository
 from sandbox_app.core.backup.target import DirTarget
 from sandbox_app.core.contexts import ContextStore, Profile
@@ -202,3 +204,25 @@ def test_chunks_that_compress_are_stored_compressed_and_old_repositories_still_r
     old = Repository.open(target, "pw")
     blob = old.seal_chunk(old.chunk_id(sparse), sparse)
     assert len(blob) > MiB and old.open_chunk(old.chunk_id(sparse), blob) == sparse
+
+
+def test_a_sparse_file_with_blocks_of_zeros_restores_byte_for_byte_with_holes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backup_files, "WINDOW", MiB)  # windows end inside data and zeros
+    repo = Repository.create(DirTarget(tmp_path / "usb"), "pw",
+                             scrypt={"n": 2**10, "r": 8, "p": 1})
+    original = tmp_path / "disk"
+    with open(original, "wb") as f:
+        for n, zeros in [(100, False), (3 * ZERO_BLOCK, True), (MiB - 100, False),
+                         (2 * MiB, True), (ZERO_BLOCK // 2, False), (ZERO_BLOCK, True),
+                         (MiB + 7, False)]:
+            f.write(bytes(n) if zeros else os.urandom(n))
+        f.truncate(f.tell() + 8 * MiB)  # a hole at the end
+    for fine in (False, True):
+        with ChunkSender(repo) as sender:
+            entry = sender.send_file(original, "disk", fine=fine)
+        copy = tmp_path / f"copy-{fine}"
+        with ChunkFetcher(repo) as fetcher:
+            fetcher.restore_files([(entry, copy)])
+        assert copy.read_bytes() == original.read_bytes()
+        assert copy.stat().st_blocks * 512 <= 3 * MiB, "zeros and holes stay holes"

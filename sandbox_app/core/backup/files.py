@@ -1,7 +1,9 @@
 """Files to chunks and back: sparse-aware, content-defined chunking, uploads in parallel.
 
 A file is recorded as its size, mode and data extents (found with ``SEEK_DATA``/``SEEK_HOLE``,
-so the holes of a sparse RAM image or qcow2 cost nothing); each extent is cut by FastCDC
+so the holes of a sparse RAM image or qcow2 cost nothing; aligned 64 KiB blocks of zeros and
+chunks of zeros inside an extent are left out too, and restored as holes); what is left of each
+extent is cut by FastCDC
 (content-defined: inserting or changing a few bytes moves only the cut points near them, so a
 file changed in place sends about what changed) into chunks stored once by their keyed hash.
 
@@ -16,13 +18,14 @@ extents are reused), as restic does with its parent snapshot.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,8 @@ MAX_CHUNK = 4 << 20
 FINE_AVG, FINE_MIN, FINE_MAX = 64 << 10, 16 << 10, 256 << 10
 WORKERS = 8
 WINDOW = 32 << 20  # bytes read at a time
+ZERO_BLOCK = 64 << 10  # aligned blocks of zeros within data extents are left out
+_ZEROS = bytes(ZERO_BLOCK)
 IN_FLIGHT = 32  # chunks read but not yet stored: bounds memory to ~IN_FLIGHT * MAX_CHUNK
 
 Entry = dict[str, Any]
@@ -72,6 +77,26 @@ def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
         end = os.lseek(fd, start, os.SEEK_HOLE)
         yield start, min(end, size) - start
         pos = end
+
+
+def _block_extents(extents: Iterable[tuple[int, int]], size: int
+                   ) -> Iterator[tuple[int, int]]:
+    """``extents`` widened to whole ZERO_BLOCKs and merged. Where SEEK_DATA puts an edge
+    is the file system's business (ext4 counts zeros cached from a read of a hole as data):
+    widened, and with the blocks of zeros in them left out, they give the same pieces — so
+    the same chunks — whatever it said."""
+    start = end = -1
+    for offset, length in extents:
+        a = offset - offset % ZERO_BLOCK
+        b = min(-(-(offset + length) // ZERO_BLOCK) * ZERO_BLOCK, size)
+        if a <= end:
+            end = max(end, b)
+            continue
+        if end > start:
+            yield start, end - start
+        start, end = a, b
+    if end > start:
+        yield start, end - start
 
 
 def file_stat(path: Path) -> list[int]:
@@ -144,37 +169,82 @@ class ChunkSender:
             self.stats.bytes_skipped += skipped
             self._progress(skipped)
             return entry
-        extents: list[list[Any]] = []
+        runs: list[tuple[int, list[Future[tuple[str, int]]]]] = []  # contiguous chunks
+        end = -1
         with open(path, "rb", buffering=0) as f:
-            for offset, length in data_extents(f.fileno(), st.st_size):
-                futures = [self._pool.submit(self._store, data)
-                           for data in self._cut(f, offset, length, fine)]
-                extents.append([offset, [list(fut.result()) for fut in futures]])
+            for offset, length in _block_extents(data_extents(f.fileno(), st.st_size),
+                                                 st.st_size):
+                for pos, data in self._cut(f, offset, length, fine):
+                    if data.count(0) == len(data):  # zeros: a hole on restore, never sent
+                        self._slots.release()  # taken by _cut
+                        self._skip_zeros(len(data))
+                        continue
+                    if pos != end:
+                        runs.append((pos, []))
+                    runs[-1][1].append(self._pool.submit(self._store, data))
+                    end = pos + len(data)
+        entry["extents"] = [[o, [list(fut.result()) for fut in futs]] for o, futs in runs]
         if file_stat(path) != stamp:
             raise BackupError(f"{path.name} changed while it was backed up: try again")
-        entry["extents"] = extents
         return entry
 
-    def _cut(self, f: BinaryIO, offset: int, length: int, fine: bool) -> Iterator[bytes]:
-        """The content-defined chunks of one extent, read a window at a time (the last
-        chunk of a window is cut again with the next one: a window's end is no cut point)."""
+    def _skip_zeros(self, n: int) -> None:
+        with self._lock:
+            self.stats.bytes_skipped += n
+        self._progress(n)
+
+    def _pieces(self, f: BinaryIO, offset: int, length: int
+                ) -> Iterator[tuple[int, bytes, bool]]:
+        """(position, data, ends) of one extent read a window at a time, without its
+        ZERO_BLOCK-aligned blocks of zeros (holes on restore: nothing to send, fetch, inflate
+        or write); ``ends``: a block of zeros or the extent's end follows."""
         f.seek(offset)
-        left = length
-        carry = b""
-        while left > 0 or carry:
-            block = f.read(min(WINDOW, left)) if left > 0 else b""
-            left -= len(block)
-            if left > 0 and not block:
+        pos, left = offset, length
+        while left > 0:
+            block = f.read(min(WINDOW, left))
+            if not block:
                 raise BackupError(f"{f.name} shrank while it was backed up")
-            buf = carry + block
-            chunks = list((self._fine_cdc if fine else self._cdc).cut_buf(buf))
-            last = left <= 0
-            for chunk in chunks if last else chunks[:-1]:
+            left -= len(block)
+            start = 0
+            for at in range(-pos % ZERO_BLOCK, len(block) - ZERO_BLOCK + 1, ZERO_BLOCK):
+                if block[at:at + ZERO_BLOCK] == _ZEROS:
+                    if at > start:
+                        yield pos + start, block[start:at], True
+                    self._skip_zeros(ZERO_BLOCK)
+                    start = at + ZERO_BLOCK
+            if start < len(block):
+                yield pos + start, block[start:], left <= 0
+            pos += len(block)
+
+    def _cut(self, f: BinaryIO, offset: int, length: int, fine: bool
+             ) -> Iterator[tuple[int, bytes]]:
+        """(position, data) of the content-defined chunks of one extent. The last chunk of
+        a piece that does not end is cut again with the next one: a window's end is no cut
+        point."""
+        cdc = self._fine_cdc if fine else self._cdc
+        carry, at = b"", 0
+        for pos, block, ends in self._pieces(f, offset, length):
+            if carry and at + len(carry) != pos:  # zeros began the window: carry ends
+                yield from self._last(at, carry)
+                carry = b""
+            if not carry:
+                at = pos
+            buf = carry + block  # alive while its chunks' views are read
+            chunks = list(cdc.cut_buf(buf))
+            for chunk in chunks if ends else chunks[:-1]:
                 self._slots.acquire()
                 data = bytes(chunk.data)
                 self.stats.bytes_read += len(data)
-                yield data
-            carry = b"" if last else bytes(chunks[-1].data)
+                yield at, data
+                at += len(data)
+            carry = b"" if ends else bytes(chunks[-1].data)
+        if carry:  # the extent's last window ended with zeros
+            yield from self._last(at, carry)
+
+    def _last(self, at: int, carry: bytes) -> Iterator[tuple[int, bytes]]:
+        self._slots.acquire()
+        self.stats.bytes_read += len(carry)
+        yield at, carry
 
     def _all_known(self, entry: Entry) -> bool:
         return all(i in self._known for _o, chunks in entry["extents"] for i, _n in chunks)
@@ -191,7 +261,9 @@ def entry_ids(entry: Entry) -> Iterator[str]:
 
 
 class ChunkFetcher:
-    """Writes files back from their entries, fetching chunks several at a time."""
+    """Writes files back from their entries: every chunk of a batch of files is fetched,
+    verified and written (``pwrite`` at its offset) by a worker, several at a time and in
+    any order, so no slow chunk holds up the others; each file is fsynced once, whole."""
 
     def __init__(self, repo: Repository, progress: Callable[[int], None] | None = None) -> None:
         self.repo = repo
@@ -209,59 +281,80 @@ class ChunkFetcher:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _fetch(self, object_id: str) -> bytes:
+    def fetch(self, object_id: str) -> bytes:
+        """One chunk's plaintext, verified."""
         blob = self.repo.target.get(chunk_name(object_id))
-        data = self.repo.open_chunk(object_id, blob)
+        data = self.repo.open_chunk(object_id, blob, rehash=False)
         with self._lock:
             self.stats.objects_received += 1
             self.stats.bytes_received += len(blob)
         return data
 
-    def restore_file(self, entry: Entry, dest: Path) -> None:
-        """Write ``entry`` to ``dest`` (sparse where the original was), fsynced."""
-        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    def _put(self, fd: int, object_id: str, pos: int, window: threading.Semaphore) -> int:
         try:
-            jobs: list[tuple[int, Future[bytes]]] = []
-            window = threading.Semaphore(IN_FLIGHT)
-
-            def fetch(object_id: str) -> bytes:
-                try:
-                    return self._fetch(object_id)
-                except BaseException:
-                    window.release()
-                    raise
-
-            for offset, chunks in entry["extents"]:
-                pos = int(offset)
-                for object_id, length in chunks:
-                    window.acquire()
-                    jobs.append((pos, self._pool.submit(fetch, str(object_id))))
-                    pos += int(length)
-                    jobs = self._drain(fd, jobs, window, keep=IN_FLIGHT // 2)
-            self._drain(fd, jobs, window, keep=0)
-            os.ftruncate(fd, int(entry["size"]))
-            os.fchmod(fd, int(entry["mode"]) & 0o777)
-            os.fsync(fd)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise DiskFullError(f"disk full while restoring {dest.name}") from exc
-            raise
-        finally:
-            os.close(fd)
-
-    def _drain(self, fd: int, jobs: list[tuple[int, Future[bytes]]],
-               window: threading.Semaphore, keep: int) -> list[tuple[int, Future[bytes]]]:
-        while len(jobs) > keep or (jobs and jobs[0][1].done()):
-            pos, fut = jobs.pop(0)
-            data = fut.result()
+            data = self.fetch(object_id)
             view = memoryview(data)
             while view:
                 n = os.pwrite(fd, view, pos)
                 view, pos = view[n:], pos + n
+            return len(data)
+        finally:
             window.release()
-            self._progress(len(data))
-        return jobs
+
+    def restore_files(self, files: list[tuple[Entry, Path]]) -> None:
+        """Write each ``entry`` to its path (sparse where the original was), fsynced."""
+        window = threading.Semaphore(IN_FLIGHT)  # bounds memory to ~IN_FLIGHT chunks
+        fds: list[int] = []
+        jobs: list[Future[int]] = []
+        finishing: list[Future[None]] = []
+        unreported: collections.deque[Future[int]] = collections.deque()
+        try:
+            for entry, dest in files:
+                dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                             0o600)
+                fds.append(fd)
+                os.ftruncate(fd, int(entry["size"]))
+                first = len(jobs)
+                for offset, chunks in entry["extents"]:
+                    pos = int(offset)
+                    for object_id, length in chunks:
+                        window.acquire()
+                        jobs.append(self._pool.submit(self._put, fd, str(object_id), pos,
+                                                      window))
+                        unreported.append(jobs[-1])
+                        pos += int(length)
+                        while unreported and unreported[0].done():  # progress: this thread
+                            self._progress(unreported.popleft().result())
+                # Queued after its chunks, so it never waits for a job queued behind it.
+                finishing.append(self._pool.submit(self._finish, fd, int(entry["mode"]),
+                                                   jobs[first:]))
+            for done in finishing:
+                done.result()
+                while unreported and unreported[0].done():
+                    self._progress(unreported.popleft().result())
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError("disk full while restoring") from exc
+            raise
+        finally:
+            every: list[Future[Any]] = [*jobs, *finishing]
+            for job in every:
+                job.cancel()
+            for job in every:
+                if not job.cancelled():
+                    with contextlib.suppress(BaseException):
+                        job.result()
+            for fd in fds:
+                os.close(fd)
+
+    @staticmethod
+    def _finish(fd: int, mode: int, jobs: list[Future[int]]) -> None:
+        """Once a file's chunks are written: its mode, and one fsync."""
+        for job in jobs:
+            job.result()
+        os.fchmod(fd, mode & 0o777)
+        os.fsync(fd)
 
 
 @contextlib.contextmanager

@@ -70,14 +70,16 @@ class _Restorer:
 
     def files(self, entries: list[Entry], into: Path) -> None:
         """Restore ``entries`` under ``into`` (files already complete there are kept)."""
+        todo: list[tuple[Entry, Path]] = []
         for entry in entries:
             dest = into / _safe(str(entry["path"]))
             if dest.exists():
                 self._advance(entry_bytes(entry))
-                continue
-            part = dest.with_name(dest.name + ".part")
-            self.fetcher.restore_file(entry, part)
-            part.rename(dest)
+            else:
+                todo.append((entry, dest.with_name(dest.name + ".part")))
+        self.fetcher.restore_files(todo)
+        for _entry, part in todo:
+            part.rename(part.with_name(part.name.removesuffix(".part")))
         if into.is_dir():
             fsync_dir(into)
 
@@ -85,7 +87,7 @@ class _Restorer:
         """A small file of the snapshot, in memory."""
         for entry in entries:
             if entry["path"] == rel:
-                return b"".join(self.fetcher._fetch(i) for _o, chunks in entry["extents"]
+                return b"".join(self.fetcher.fetch(i) for _o, chunks in entry["extents"]
                                 for i, _n in chunks)
         return b""
 
