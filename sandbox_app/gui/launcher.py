@@ -16,7 +16,7 @@ import contextlib
 import time
 
 from PySide6.QtCore import QEvent, Qt, QTimer
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -113,9 +113,9 @@ class LauncherWindow(QMainWindow):
         layout.addLayout(row)
         self.setCentralWidget(body)
         signals.changed.connect(self.refresh)
-        self._timer = QTimer(self)
+        self._timer = QTimer(self)  # runs while the launcher is shown (showEvent)
+        self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self.refresh)
-        self._timer.start(REFRESH_MS)
         signals.tcg_detected.connect(self.banner.setVisible)
         self.refresh()
 
@@ -290,6 +290,17 @@ class LauncherWindow(QMainWindow):
         if event.type() is QEvent.Type.PaletteChange:  # the desktop switched light/dark
             for card in self.cards.values():
                 card.restyle(self.palette())
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self.refresh()
+        self._timer.start()
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        # No refresh nobody sees; and a closed launcher (in the tray, or a test's) holds no
+        # live timer that could outlast it.
+        super().hideEvent(event)
+        self._timer.stop()
 
     def bring_up(self) -> None:
         self.showNormal()
