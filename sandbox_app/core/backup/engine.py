@@ -31,12 +31,14 @@ class BackupReport:
     contexts: list[str]
     stats: Stats
     seconds: float
+    unlock_seconds: float = 0.0  # of ``seconds``: the passphrase's key derivation (scrypt)
 
     def as_dict(self) -> dict[str, Any]:
         return {"snapshot": self.snapshot, "contexts": self.contexts,
                 "objects_sent": self.stats.objects_sent, "bytes_sent": self.stats.bytes_sent,
                 "bytes_skipped": self.stats.bytes_skipped, "bytes_read": self.stats.bytes_read,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3),
+                "unlock_seconds": round(self.unlock_seconds, 3)}
 
 
 def open_or_create(target: Target, passphrase: str) -> Repository:
@@ -137,7 +139,9 @@ def backup(paths: Paths, target: Target, passphrase: str, names: Iterable[str] =
         raise NotFoundError("no context to back up")
     images = ImageStore(paths)
     progress(f"opening {target.description}", None)
+    t_unlock = time.monotonic()
     repo = open_or_create(target, passphrase)
+    unlock_s = time.monotonic() - t_unlock
     run = _Run(paths, repo, progress)
     try:
         run.load_previous()
@@ -176,7 +180,7 @@ def backup(paths: Paths, target: Target, passphrase: str, names: Iterable[str] =
     record_backup(paths, [c.name for c in chosen], name, target.description)
     progress("backup done", 1.0)
     return BackupReport(name, [c.name for c in chosen], run.sender.stats,
-                        time.monotonic() - t0)
+                        time.monotonic() - t0, unlock_s)
 
 
 def _backup_context(paths: Paths, run: _Run, ctx: Context) -> dict[str, Any]:

@@ -34,12 +34,14 @@ class RestoreReport:
     contexts: list[str]
     stats: Stats
     seconds: float
+    unlock_seconds: float = 0.0  # of ``seconds``: the passphrase's key derivation (scrypt)
 
     def as_dict(self) -> dict[str, Any]:
         return {"snapshot": self.snapshot, "contexts": self.contexts,
                 "objects_received": self.stats.objects_received,
                 "bytes_received": self.stats.bytes_received,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3),
+                "unlock_seconds": round(self.unlock_seconds, 3)}
 
 
 def _safe(rel: str) -> str:
@@ -139,7 +141,9 @@ def restore(paths: Paths, target: Target, passphrase: str, names: list[str] | No
     home."""
     t0 = time.monotonic()
     progress(f"opening {target.description}", None)
+    t_unlock = time.monotonic()
     repo = Repository.open(target, passphrase)
+    unlock_s = time.monotonic() - t_unlock
     name = repo.resolve(snapshot)
     index = repo.read_snapshot(name)
     if snapshot is None and names:  # the newest snapshot that holds them all
@@ -186,7 +190,7 @@ def restore(paths: Paths, target: Target, passphrase: str, names: list[str] | No
     shutil.rmtree(run.staging, ignore_errors=True)
     progress("restore done", 1.0)
     return RestoreReport(name, [targets[n] for n in chosen], run.fetcher.stats,
-                         time.monotonic() - t0)
+                         time.monotonic() - t0, unlock_s)
 
 
 def holds_data(ctx: Context) -> bool:
