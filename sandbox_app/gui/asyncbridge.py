@@ -12,6 +12,7 @@ bug: logged with its traceback, shown as one line.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -19,7 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import qasync
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QApplication
 
 from ..core.errors import BlankSlateError
@@ -147,8 +148,38 @@ def create_qapplication(argv: list[str]) -> QApplication:
     return QApplication(argv)
 
 
+class _GuiThreadGc(QObject):
+    """Python's cyclic garbage collector, run in the GUI thread only.
+
+    Left automatic, it runs in whichever thread happens to allocate when a threshold is
+    crossed — here, often a worker of ``asyncio.to_thread`` — and a Qt object in a collected
+    cycle (an old window, an app with its timers) is then destroyed off the GUI thread: a
+    crash later, far from the cause. As Anki does: automatic collection off, the same
+    generational thresholds checked on a GUI-thread timer.
+    """
+
+    def __init__(self, app: QApplication) -> None:
+        super().__init__(app)
+        self.thresholds = gc.get_threshold()
+        gc.disable()
+        self.timer = QTimer(self)
+        self.timer.setInterval(500)
+        self.timer.timeout.connect(self.check)
+        self.timer.start()
+
+    def check(self) -> None:
+        counts = gc.get_count()
+        for generation in (2, 1, 0):
+            if counts[generation] > self.thresholds[generation]:
+                gc.collect(generation)
+                return
+
+
 def install_loop(app: QApplication) -> asyncio.AbstractEventLoop:
-    """A qasync loop driving ``app``, set as the current asyncio loop (the app and tests)."""
+    """A qasync loop driving ``app``, set as the current asyncio loop (the app and tests);
+    from now on garbage is collected in the GUI thread only (``_GuiThreadGc``)."""
+    if app.findChild(_GuiThreadGc) is None:
+        _GuiThreadGc(app)
     loop: asyncio.AbstractEventLoop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     return loop
