@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sandbox_app"
 CORE = PACKAGE / "core"
 # "": errors, progress
 LAYERS = ["", "storage", "vm", "guest", "images", "contexts", "backup", "session"]
-GUI_APP_SIDE = {"app", "controller", "transfers"}  # may import views; views never import these
+# May import views; views never import these.
+GUI_APP_SIDE = {"app", "controller", "transfers", "backups"}
 
 
 def _imports(path: Path) -> list[str]:
