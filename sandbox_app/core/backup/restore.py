@@ -1,9 +1,9 @@
 """Restore contexts from a backup into this machine's home.
 
-Files are written into ``data/.restore/<snapshot>/`` first (each file renamed from ``.part``
-when complete, so an interrupted restore resumes where it stopped), then moved into place: the
-image's snapshot point, the context's folder and key, and last its profile — the commit point
-(a context's data without a profile is what crash recovery erases).
+Files are written into ``data/.restore/<snapshot>/`` first, all in one batch (each file renamed
+from ``.part`` when complete, so an interrupted restore resumes where it stopped), then moved
+into place: the image's snapshot point, the context's folder and key, and last its profile —
+the commit point (a context's data without a profile is what crash recovery erases).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,12 @@ class _Restorer:
         self.total = 1
         self.phase = ""
         self._last = 0.0
+        self._todo: list[tuple[Entry, Path]] = []
+        self._queued: set[Path] = set()
+        self._dirs: list[Path] = []
+        self._steps: list[Callable[[], None]] = []
+        self._images: set[str] = set()  # images this restore puts in place
+        self._points: set[tuple[str, str]] = set()  # (image, point) already seen to
 
     def _advance(self, n: int) -> None:
         self.done += n
@@ -71,19 +78,33 @@ class _Restorer:
                           min(self.done / self.total, 0.99))
 
     def files(self, entries: list[Entry], into: Path) -> None:
-        """Restore ``entries`` under ``into`` (files already complete there are kept)."""
-        todo: list[tuple[Entry, Path]] = []
+        """Queue ``entries`` to restore under ``into`` (files already complete there are
+        kept); ``flush`` writes them."""
         for entry in entries:
             dest = into / _safe(str(entry["path"]))
             if dest.exists():
                 self._advance(entry_bytes(entry))
-            else:
-                todo.append((entry, dest.with_name(dest.name + ".part")))
-        self.fetcher.restore_files(todo)
-        for _entry, part in todo:
+            elif dest not in self._queued:
+                self._queued.add(dest)
+                self._todo.append((entry, dest.with_name(dest.name + ".part")))
+        self._dirs.append(into)
+
+    def then(self, step: Callable[[], None]) -> None:
+        """A step for ``flush`` to take once the files queued before it are written."""
+        self._steps.append(step)
+
+    def flush(self) -> None:
+        """Write every queued file in one batch (so no file waits for the last chunk of
+        another phase), then take the queued steps in order."""
+        self.fetcher.restore_files(self._todo)
+        for _entry, part in self._todo:
             part.rename(part.with_name(part.name.removesuffix(".part")))
-        if into.is_dir():
-            fsync_dir(into)
+        for folder in dict.fromkeys(self._dirs):
+            if folder.is_dir():
+                fsync_dir(folder)
+        steps, self._todo, self._dirs, self._steps = self._steps, [], [], []
+        for step in steps:
+            step()
 
     def read(self, entries: list[Entry], rel: str) -> bytes:
         """A small file of the snapshot, in memory."""
@@ -94,22 +115,28 @@ class _Restorer:
         return b""
 
     def image_point(self, image: str, spec: dict[str, Any], point: str) -> None:
-        """Put snapshot point ``point`` of ``image`` in place (with the image, when this
-        machine has none; as a retired point carrying its base files, when this machine has
-        another build of the image)."""
+        """Queue snapshot point ``point`` of ``image`` to be put in place (with the image,
+        when this machine has none; as a retired point carrying its base files, when this
+        machine has another build of the image)."""
         validate_name(image, "image name")
         _safe(point)
+        if (image, point) in self._points:
+            return
+        self._points.add((image, point))
         img_dir = self.paths.images / image
         backup_manifest = self.read(spec["files"], "manifest.json")
-        if not (img_dir / "manifest.json").exists():
+        if image not in self._images and not (img_dir / "manifest.json").exists():
             if img_dir.exists():
                 raise BackupError(f"image folder {img_dir} is incomplete: remove it and retry")
-            self.phase = f"image {image}"
-            stage = self.staging / "images" / image
-            self.files(spec["files"], stage)
-            private_dir(self.paths.images)
-            stage.rename(img_dir)
-            fsync_dir(self.paths.images)
+            self._images.add(image)
+            image_stage = self.staging / "images" / image
+            self.files(spec["files"], image_stage)
+
+            def move_image() -> None:
+                private_dir(self.paths.images)
+                image_stage.rename(img_dir)
+                fsync_dir(self.paths.images)
+            self.then(move_image)
         point_dir = img_dir / "snapshots" / point
         entries = spec["points"][point]
         if point_dir.exists():
@@ -118,19 +145,22 @@ class _Restorer:
                     f"image '{image}' here has a different snapshot point named {point}: "
                     f"restore into a home without the '{image}' image")
             return
-        self.phase = f"snapshot point of {image}"
         stage = self.staging / "points" / image / point
         self.files(entries, stage)
-        same_build = (json.loads((img_dir / "manifest.json").read_text()).get("sha256")
-                      == json.loads(backup_manifest or b"{}").get("sha256"))
+        same_build = image in self._images or (
+            json.loads((img_dir / "manifest.json").read_text()).get("sha256")
+            == json.loads(backup_manifest or b"{}").get("sha256"))
         if not same_build and not (stage / "base" / "root.qcow2").exists():
             # Another build of the image here: the point carries the base it was made from.
             base = [e for e in spec["files"] if e["path"] in ("vmlinuz", "initrd.img",
                                                               "root.qcow2")]
             self.files(base, private_dir(stage / "base"))
-        private_dir(img_dir / "snapshots")
-        stage.rename(point_dir)
-        fsync_dir(point_dir.parent)
+
+        def move_point() -> None:
+            private_dir(img_dir / "snapshots")
+            stage.rename(point_dir)
+            fsync_dir(point_dir.parent)
+        self.then(move_point)
 
 
 def restore(paths: Paths, target: Target, passphrase: str, names: list[str] | None = None, *,
@@ -181,10 +211,12 @@ def restore(paths: Paths, target: Target, passphrase: str, names: list[str] | No
                 if img is None or point not in img["points"]:
                     raise BackupError(f"snapshot {name} lacks the snapshot point of '{n}'")
                 run.image_point(spec["image"], img, point)
-            run.phase = f"context {n}"
-            stage = run.staging / "contexts" / n
-            run.files(spec["files"], stage)
-            _commit_context(paths, store, spec, stage, old=n, new=targets[n])
+            run.files(spec["files"], run.staging / "contexts" / n)
+        run.phase = "restoring"
+        run.flush()  # snapshot points in place, contexts staged
+        for n in chosen:
+            _commit_context(paths, store, available[n], run.staging / "contexts" / n,
+                            old=n, new=targets[n])
     finally:
         run.fetcher.close()
     shutil.rmtree(run.staging, ignore_errors=True)
