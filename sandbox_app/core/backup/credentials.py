@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AuthError
+from ..storage import secret_keyring
 
 log = logging.getLogger(__name__)
 
@@ -95,25 +96,4 @@ class CredentialStore:
     def _backend(self) -> Any:
         if self._injected is not None:
             return self._injected
-        if not self.use_keyring:
-            return None
-        try:
-            import keyring  # noqa: PLC0415  (only when a keyring is wanted)
-
-            backend = keyring.get_keyring()
-        except Exception:
-            return None
-        candidates = list(getattr(backend, "backends", None) or [backend])  # unwrap chainer
-        return next((b for b in candidates if _protects_secrets(b)), None)
-
-
-def _protects_secrets(backend: Any) -> bool:
-    """The same test as for context keys (``storage.keys``): a keyring of priority ≥ 1 that
-    is not the fail/null backend or keyrings.alt's plain files."""
-    module = type(backend).__module__
-    if module.startswith(("keyring.backends.fail", "keyring.backends.null", "keyrings.alt")):
-        return False
-    try:
-        return float(backend.priority) >= 1
-    except Exception:
-        return False
+        return secret_keyring() if self.use_keyring else None

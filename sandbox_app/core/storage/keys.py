@@ -338,16 +338,7 @@ class KeyStore:
     def _backend(self) -> Any:
         if self._injected_backend is not None:
             return self._injected_backend
-        if not self.use_keyring:
-            return None
-        try:
-            import keyring  # noqa: PLC0415  (only when a keyring is wanted)
-
-            backend = keyring.get_keyring()
-        except Exception:
-            return None
-        candidates = list(getattr(backend, "backends", None) or [backend])  # unwrap chainer
-        return next((b for b in candidates if _real_keyring(b)), None)
+        return secret_keyring() if self.use_keyring else None
 
     def _keyring_set(self, account: str, secret: str) -> bool:
         backend = self._backend()
@@ -377,6 +368,19 @@ class KeyStore:
         if backend is not None:
             with contextlib.suppress(Exception):
                 backend.delete_password(_KEYRING_SERVICE, account)
+
+
+def secret_keyring() -> Any:
+    """The OS keyring backend that really protects secrets, or None: not the fail/null
+    backend, not keyrings.alt's plain files, priority ≥ 1 (a chainer is looked into)."""
+    try:
+        import keyring  # noqa: PLC0415  (only when a keyring is wanted)
+
+        backend = keyring.get_keyring()
+    except Exception:
+        return None
+    candidates = list(getattr(backend, "backends", None) or [backend])  # unwrap chainer
+    return next((b for b in candidates if _real_keyring(b)), None)
 
 
 def _real_keyring(backend: Any) -> bool:
