@@ -52,3 +52,22 @@ def private_tiny(paths: Paths) -> None:
     paths.images.unlink()
     paths.images.mkdir()
     shutil.copytree(shared / "tiny", paths.images / "tiny")
+
+
+class FakeKeyring:
+    """A keyring-like backend kept in memory (priority ≥ 1: a real one, as far as the app
+    can tell)."""
+
+    priority = 5
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], str] = {}
+
+    def set_password(self, service: str, user: str, secret: str) -> None:
+        self.items[service, user] = secret
+
+    def get_password(self, service: str, user: str) -> str | None:
+        return self.items.get((service, user))
+
+    def delete_password(self, service: str, user: str) -> None:
+        del self.items[service, user]

@@ -18,7 +18,7 @@ import test_gui
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
-from helpers import exec_stdout, run_cli, run_session
+from helpers import FakeKeyring, exec_stdout, run_cli, run_session
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QMessageBox, QPushButton
 from seaweed import ACCESS_KEY, SECRET_KEY, S3Server, seaweedfs
 from test_gui import Gui, wait_for_box, wait_until
@@ -36,24 +36,6 @@ loop, gui = test_gui.loop, test_gui.gui  # the app's fixtures (qasync loop, tiny
 PASS = "correct horse battery staple"
 MARKER = "BSGUI-3e8a51c0"  # on the guest's disk (kept)
 PMARKER = "BSGUIP-9d27b4f6"  # in its persistent folder
-
-
-class FakeKeyring:
-    """A keyring-like backend kept in memory (a real one: priority ≥ 1)."""
-
-    priority = 5
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], str] = {}
-
-    def set_password(self, service: str, user: str, secret: str) -> None:
-        self.items[service, user] = secret
-
-    def get_password(self, service: str, user: str) -> str | None:
-        return self.items.get((service, user))
-
-    def delete_password(self, service: str, user: str) -> None:
-        del self.items[service, user]
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keyring
 import pytest
+from helpers import FakeKeyring
 from keyring.backends import fail
 
 from sandbox_app.core.errors import AuthError, BlankSlateError, NotFoundError, UsageError
@@ -17,24 +18,6 @@ from sandbox_app.core.storage import ContextKey, KeyStorage, KeyStore, SessionKe
 from sandbox_app.core.storage import keys as keys_module
 
 FAST = 2**10  # scrypt cost for tests; the default is checked once
-
-
-class FakeKeyring:
-    """A keyring-like backend kept in memory."""
-
-    priority = 5
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], str] = {}
-
-    def set_password(self, service: str, user: str, secret: str) -> None:
-        self.items[service, user] = secret
-
-    def get_password(self, service: str, user: str) -> str | None:
-        return self.items.get((service, user))
-
-    def delete_password(self, service: str, user: str) -> None:
-        del self.items[service, user]
 
 
 def _store(tmp_path: Path, keyring_backend: object = None) -> KeyStore:
