@@ -46,9 +46,12 @@ def test_two_keeps_stack_layers(tiny_context: str, tiny_paths: Paths) -> None:
 
 def _grep_tree(root: Path, needle: bytes) -> list[Path]:
     hits = []
-    for p in root.rglob("*"):
-        if p.is_file() and not p.is_symlink():
+    # os.walk, not rglob: other processes' folders in /tmp may vanish while it walks.
+    for top, _dirs, names in os.walk(root):
+        for p in (Path(top) / n for n in names):
             try:
+                if p.is_symlink() or not p.is_file():
+                    continue
                 with open(p, "rb") as f:
                     while chunk := f.read(8 << 20):
                         if needle in chunk:
