@@ -4,6 +4,9 @@
 display connections. Views (launcher, tray, session windows) only emit ``AppSignals``
 requests; ``App`` runs core coroutines as jobs (``asyncbridge``/``jobs``) and emits
 ``changed`` so the views re-read the state.
+
+One idea over 400 lines: one handler a view request, each short; what grew apart went to
+its own module (``transfers``, ``backups``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ clipboard policy).
 Data: ``data/contexts/NAME/`` holding the context's encrypted layers, its saved RAM state and
 ``current.json``, the manifest naming the context's current snapshot point. The manifest is
 switched atomically, so a context is always either its old or its new state.
+
+Over 400 lines as one idea: what a context is on disk (profile, manifest, their one reader
+and writer each, and the store that lists them, broken ones included).
 """
 
 from __future__ import annotations
