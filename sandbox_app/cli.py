@@ -175,26 +175,24 @@ async def cmd_context_create(paths: Paths, args: argparse.Namespace) -> int:
     return 0
 
 
+# ``context set`` option → (Profile field, how its value is read).
+_SETTABLE: dict[str, tuple[str, Any]] = {
+    "color": ("color", str),
+    "memory": ("memory_mib", lambda mib: mib or None),  # 0: the image's default again
+    "network": ("network", Network),
+    "on_exit": ("on_exit", ExitDefault),
+    "clipboard": ("clipboard", ClipboardPolicy),
+    "dns": ("dns", parse_dns),
+    "search": ("search", str),
+    "downloads": ("downloads", DownloadsTo),
+}
+
+
 async def cmd_context_set(paths: Paths, args: argparse.Namespace) -> int:
     store = ContextStore(paths)
     profile = store.get(args.name).profile
-    changes: dict[str, Any] = {}
-    if args.color is not None:
-        changes["color"] = args.color
-    if args.memory is not None:
-        changes["memory_mib"] = args.memory or None  # 0: the image's default again
-    if args.network is not None:
-        changes["network"] = Network(args.network)
-    if args.on_exit is not None:
-        changes["on_exit"] = ExitDefault(args.on_exit)
-    if args.clipboard is not None:
-        changes["clipboard"] = ClipboardPolicy(args.clipboard)
-    if args.dns is not None:
-        changes["dns"] = parse_dns(args.dns)
-    if args.search is not None:
-        changes["search"] = args.search
-    if args.downloads is not None:
-        changes["downloads"] = DownloadsTo(args.downloads)
+    changes = {field: read(getattr(args, option)) for option, (field, read) in _SETTABLE.items()
+               if getattr(args, option) is not None}
     if not changes:
         raise UsageError("nothing to change: give at least one setting (see --help)")
     store.update(dataclasses.replace(profile, **changes))
