@@ -41,6 +41,7 @@ from ..core.session import AppSettings
 from .asyncbridge import CANCELLED
 from .dialogs import choose_directory
 from .format import human_bytes
+from .widgets import add_ok_cancel
 
 
 @dataclass(frozen=True)
@@ -175,11 +176,7 @@ class BackupSettingsDialog(QDialog):
                                    stored_credentials=stored_credentials, keyring=keyring)
         self.error = _error_label("backupSettingsError")
         form.addRow(self.error)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
-                                   | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        add_ok_cancel(form, self)
         self._change: BackupSettingsChange | None = None
 
     def accept(self) -> None:
@@ -220,11 +217,7 @@ class BackupPassphraseDialog(QDialog):
             self.again.hide()
         self.error = _error_label("backupPassphraseError")
         form.addRow(self.error)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
-                                   | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        add_ok_cancel(form, self)
 
     def accept(self) -> None:
         if not self.passphrase.text():

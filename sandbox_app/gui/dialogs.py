@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QColorDialog,
     QComboBox,
     QDialog,
-    QDialogButtonBox,
     QFileDialog,
     QFormLayout,
     QInputDialog,
@@ -26,6 +25,7 @@ from PySide6.QtWidgets import (
 from ..core.contexts import ExitDefault, Network, Profile
 from ..core.guest import ClipboardPolicy
 from ..core.images import RECIPES
+from .widgets import add_ok_cancel
 
 
 class NewContextDialog(QDialog):
@@ -83,11 +83,7 @@ class NewContextDialog(QDialog):
                               ("Passphrase", self.passphrase),
                               ("Repeat passphrase", self.passphrase_again), ("", self.mismatch)):
             form.addRow(label, widget)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
-                                   | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        add_ok_cancel(form, self)
 
     def accept(self) -> None:
         if self.passphrase.text() != self.passphrase_again.text():

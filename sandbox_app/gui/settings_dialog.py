@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QColorDialog,
     QComboBox,
     QDialog,
-    QDialogButtonBox,
     QFormLayout,
     QLabel,
     QLineEdit,
@@ -32,6 +31,7 @@ from ..core.contexts import DownloadsTo, ExitDefault, Network, Profile
 from ..core.errors import UsageError
 from ..core.guest import ClipboardPolicy
 from ..core.storage import validate_name
+from .widgets import add_ok_cancel
 
 NETWORK_LABELS = {Network.INTERNET: "internet only",
                   Network.INTERNET_LAN: "internet and local network",
@@ -126,11 +126,7 @@ class ContextSettingsDialog(QDialog):
                               ("New passphrase", self.new_passphrase),
                               ("Repeat it", self.new_again), ("", self.problem)):
             form.addRow(label, widget)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
-                                   | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        add_ok_cancel(form, self)
 
     def _pick_color(self) -> None:
         c = QColorDialog.getColor(QColor(self.color), self, "Frame color")
