@@ -4,6 +4,7 @@ through boto3, the directory target through the same code, the tiny guest under 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 from collections.abc import Iterator
@@ -15,10 +16,12 @@ from seaweed import S3Server, seaweedfs
 
 from sandbox_app.core.backup import files as backup_files
 from sandbox_app.core.backup.files import ZERO_BLOCK, ChunkFetcher, ChunkSender
+from sandbox_app.core.backup.rampages import GROUP, to_groups, to_records
 from sandbox_app.core.backup.repository import Repository
-from sandbox_app.core.backup.target import DirTarget
+from sandbox_app.core.backup.target import BackupError, DirTarget
 from sandbox_app.core.contexts import ContextStore, Profile
 from sandbox_app.core.storage import Paths
+from sandbox_app.core.vm import guestram
 
 PASS = "correct horse battery staple\n"
 MARKER = "BSMARK-7f3a9c1e"  # in the guest's disk
@@ -88,6 +91,11 @@ def test_seed_scenario_lose_the_laptop_lose_nothing(
     second = _cli("backup", NAME, "--to", target, env=s3.env())
     sent = int(second["bytes_sent"])  # type: ignore[call-overload]
     assert MiB <= sent <= 4 * MiB, second
+    # ... and that incremental backup restores where the second keep left off.
+    home_c = tmp_path / "laptop-c"
+    _cli("restore", "--from", target, env=s3.env(), home=home_c)
+    assert _run(NAME, "cat /root/marker", "wc -c < /root/more",
+                home=home_c) == [f"{MARKER}\n", f"{MiB}\n"]
 
     # A second context on the same image does not send the snapshot point again.
     ContextStore(tiny_paths).create(Profile(name="second", image="tiny"))
@@ -226,3 +234,43 @@ def test_a_sparse_file_with_blocks_of_zeros_restores_byte_for_byte_with_holes(
             fetcher.restore_files([(entry, copy)])
         assert copy.read_bytes() == original.read_bytes()
         assert copy.stat().st_blocks * 512 <= 3 * MiB, "zeros and holes stay holes"
+
+
+def _private_map(path: Path) -> mmap.mmap:
+    with open(path, "rb") as f:
+        return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE,
+                         prot=mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+def test_a_kept_ram_delta_is_backed_up_page_by_page(tmp_path: Path) -> None:
+    """Two deltas (``guestram``, of a private mapping of this process, as QEMU maps ram.img)
+    that differ in one page give page groups that differ in that page's group only; the
+    groups restore each delta exactly."""
+    page = guestram.PAGE
+    ram = tmp_path / "ram.img"
+    ram.write_bytes(b"".join(os.urandom(page // 2) + bytes(page // 2) for _ in range(256)))
+    m = _private_map(ram)
+    m[3 * page:40 * page] = os.urandom(37 * page)  # literal pages
+    m[50 * page + 8:50 * page + 16] = b"counter!"  # XOR with ram.img
+    m[60 * page:70 * page] = m[3 * page:13 * page]  # copies
+    m[100 * page:101 * page] = bytes(page)
+    first = bytes(m)
+    delta_a = b"".join(guestram.read_delta(os.getpid(), ram))
+    m[20 * page + 5:20 * page + 9] = b"next"  # a later keep changed one page
+    second = bytes(m)
+    delta_b = b"".join(guestram.read_delta(os.getpid(), ram))
+    m.close()
+    groups_a, groups_b = list(to_groups([delta_a])), list(to_groups([delta_b]))
+    assert len(groups_a) == len(groups_b) >= 5
+    changed = [i for i, (a, b) in enumerate(zip(groups_a, groups_b, strict=True)) if a != b]
+    assert changed == [20 // GROUP], "only the changed page's group is new"
+    for groups, want in ((groups_a, first), (groups_b, second)):
+        fresh = _private_map(ram)
+        try:
+            plain = list(guestram.encode_delta(to_records(iter(groups))))
+            guestram.write_delta(os.getpid(), ram, plain)
+            assert bytes(fresh) == want
+        finally:
+            fresh.close()
+    with pytest.raises(BackupError):
+        list(to_records([groups_a[0][:-10]]))

@@ -3,6 +3,7 @@ encryption) and every snapshot point they depend on; list and check what a targe
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -10,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from ..contexts import Context, ContextStore, context_lock, files_in_use, key_store
-from ..errors import NotFoundError
+from ..errors import ImageError, NotFoundError
 from ..images import Image, ImageStore, SnapshotPoint
 from ..progress import Progress, no_progress
-from ..storage import Paths
+from ..storage import ContextKey, Paths, decrypt_chunks
 from .files import ChunkSender, Entry, Stats, entry_bytes, entry_ids
+from .rampages import to_groups
 from .record import record_backup
 from .repository import Repository
 from .target import BackupError, MissingObject, Target
@@ -127,6 +129,20 @@ class _Run:
             fine=fine)
 
 
+    def send_ram(self, path: Path, key: ContextKey, label: bytes) -> Entry:
+        """A kept RAM delta as page groups (``rampages``); a delta that does not decrypt or
+        parse (corrupt: a session will refuse it too) as the file it is."""
+        st = path.stat()
+        previous = self.previous.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        extra = {"ram": {"label": base64.b64encode(label).decode()}}
+        try:
+            return self.sender.send_groups(
+                path, path.name, lambda: to_groups(decrypt_chunks(key, path, label)), extra,
+                previous)
+        except ImageError:
+            return self.send(path, path.name)
+
+
 def backup(paths: Paths, target: Target, passphrase: str, names: Iterable[str] = (),
            progress: Progress = no_progress) -> BackupReport:
     """Back up ``names`` (every context when empty) to ``target``. The snapshot index is the
@@ -190,9 +206,19 @@ def _backup_context(paths: Paths, run: _Run, ctx: Context) -> dict[str, Any]:
         manifest = ctx.manifest()
         profile = (paths.contexts_config / f"{ctx.name}.toml").read_text()
         points = sorted({m.snapshot for m in (manifest, ctx.suspended()) if m and m.snapshot})
-        files = [run.send(p, p.name, fine=p == ctx.volume_path)
-                 for p in backed_up_files(ctx.data_dir)]
         key = keys.portable(ctx.name) if keys.exists(ctx.name) else None
+        # Kept RAM deltas go page by page when the key is at hand (not a passphrase's).
+        ram = {m.state.ram: m.state.label(ctx.name, m.generation, m.snapshot, m.state.ram)
+               for m in (manifest, ctx.suspended())
+               if m is not None and m.state is not None and m.state.ram is not None}
+        raw = ContextKey(base64.b64decode(key["key"])) if key and "key" in key else None
+        try:
+            files = [run.send_ram(p, raw, ram[p.name]) if raw and p.name in ram
+                     else run.send(p, p.name, fine=p == ctx.volume_path)
+                     for p in backed_up_files(ctx.data_dir)]
+        finally:
+            if raw is not None:
+                raw.drop()
     return {"profile": profile, "image": ctx.profile.image, "points": points,
             "kept_at": manifest.kept_at, "key": key, "files": files}
 

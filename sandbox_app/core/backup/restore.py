@@ -8,7 +8,10 @@ the commit point (a context's data without a profile is what crash recovery eras
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import os
 import re
 import shutil
 import time
@@ -18,10 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from ..contexts import Context, ContextStore, Profile, key_store
-from ..errors import NotFoundError, UsageError
+from ..errors import ImageError, NotFoundError, UsageError
 from ..progress import Progress, no_progress
-from ..storage import Paths, fsync_dir, private_dir, validate_name
+from ..storage import (
+    ContextKey,
+    IterReader,
+    Paths,
+    encrypt_stream,
+    fsync_dir,
+    private_dir,
+    validate_name,
+)
+from ..vm.guestram import encode_delta
 from .files import ChunkFetcher, Entry, Stats, entry_bytes
+from .rampages import to_records
 from .rebind import rebind
 from .repository import Repository
 from .target import BackupError, Target
@@ -63,6 +76,7 @@ class _Restorer:
         self.phase = ""
         self._last = 0.0
         self._todo: list[tuple[Entry, Path]] = []
+        self._ram: list[tuple[Entry, Path, str]] = []  # kept RAM deltas: entry, file, key
         self._queued: set[Path] = set()
         self._dirs: list[Path] = []
         self._steps: list[Callable[[], None]] = []
@@ -77,17 +91,40 @@ class _Restorer:
             self.progress(f"{self.phase} ({self.done >> 20} of {self.total >> 20} MiB)",
                           min(self.done / self.total, 0.99))
 
-    def files(self, entries: list[Entry], into: Path) -> None:
+    def files(self, entries: list[Entry], into: Path, key: dict[str, Any] | None = None
+              ) -> None:
         """Queue ``entries`` to restore under ``into`` (files already complete there are
-        kept); ``flush`` writes them."""
+        kept); ``flush`` writes them. ``key``: the context's (``KeyStore.portable``), for
+        its kept RAM deltas stored page by page."""
         for entry in entries:
             dest = into / _safe(str(entry["path"]))
             if dest.exists():
                 self._advance(entry_bytes(entry))
-            elif dest not in self._queued:
+            elif dest in self._queued:
+                continue
+            elif "ram" in entry:
+                if not key or "key" not in key:
+                    raise BackupError("the snapshot holds a RAM state without its key")
+                self._queued.add(dest)
+                self._ram.append((entry, dest, str(key["key"])))
+            else:
                 self._queued.add(dest)
                 self._todo.append((entry, dest.with_name(dest.name + ".part")))
         self._dirs.append(into)
+
+    def _write_ram(self, entry: Entry, dest: Path, key_b64: str) -> None:
+        """A kept RAM delta from its page groups, encrypted as a keep writes it (atomically;
+        the plaintext only ever in memory)."""
+        key = ContextKey(base64.b64decode(key_b64))
+        try:
+            plain = encode_delta(to_records(self.fetcher.fetch_in_order(entry)))
+            encrypt_stream(key, io.BufferedReader(IterReader(plain)), dest,
+                           label=base64.b64decode(entry["ram"]["label"]))
+        except ImageError as exc:
+            raise BackupError(f"a backed-up RAM state is malformed: {exc}") from exc
+        finally:
+            key.drop()
+        os.chmod(dest, int(entry["mode"]) & 0o777)
 
     def then(self, step: Callable[[], None]) -> None:
         """A step for ``flush`` to take once the files queued before it are written."""
@@ -99,6 +136,9 @@ class _Restorer:
         self.fetcher.restore_files(self._todo)
         for _entry, part in self._todo:
             part.rename(part.with_name(part.name.removesuffix(".part")))
+        for entry, dest, key_b64 in self._ram:
+            self._write_ram(entry, dest, key_b64)
+        self._ram = []
         for folder in dict.fromkeys(self._dirs):
             if folder.is_dir():
                 fsync_dir(folder)
@@ -211,7 +251,7 @@ def restore(paths: Paths, target: Target, passphrase: str, names: list[str] | No
                 if img is None or point not in img["points"]:
                     raise BackupError(f"snapshot {name} lacks the snapshot point of '{n}'")
                 run.image_point(spec["image"], img, point)
-            run.files(spec["files"], run.staging / "contexts" / n)
+            run.files(spec["files"], run.staging / "contexts" / n, spec.get("key"))
         run.phase = "restoring"
         run.flush()  # snapshot points in place, contexts staged
         for n in chosen:

@@ -20,7 +20,13 @@ from .argv import Layer
 from .process import find_qemu, secret_pipe, short_error
 
 # Fast LUKS header: the key is random (full entropy), so key stretching buys nothing.
-_LUKS_OPTS = "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10"
+# Sub-clusters (``extended_l2``): a guest write of 4 KiB into a fresh 64 KiB cluster writes
+# those 4 KiB (2 KiB granularity) and leaves the rest a hole reading through to the layer
+# below, instead of copying 60 KiB of it up, encrypted. A session's overlay, its kept layer
+# and the persistent volume then hold (and a wipe zeroes, and a backup sends) about what the
+# guest wrote: a keep after writing 1 MiB of files shrank from 2.2 to ~1.1 MiB on disk.
+_LUKS_OPTS = ("encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10,"
+              "extended_l2=on")
 
 
 async def _qemu_img(args: Sequence[str], secret: bytes | None = None,

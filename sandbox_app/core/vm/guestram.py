@@ -233,38 +233,88 @@ def write_delta(pid: int, ram_file: Path, chunks: Iterable[bytes]) -> int:
     start, length = ram_mapping(pid, ram_file)
     total = length // PAGE
     mismatch = ImageError("the saved RAM does not match this machine's RAM")
-    stream = _Stream(chunks)
     written = 0
     with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem, \
             open(ram_file, "rb", buffering=0) as base:
         fd = mem.fileno()
-        head = stream.read(len(MAGIC))
-        if head != MAGIC:
-            return _write_v1(fd, start, total, head, stream)
-        while True:
-            kind, first, count = _REC.unpack(stream.read(_REC.size))
+        for kind, first, count, payload in parse_delta(chunks):
             if kind == END:
-                if first != total or count or not stream.at_end():
+                if first != total:
                     raise mismatch
                 return written
-            if first + count > total or not 0 < count <= _MAX_RUN:
+            if first + count > total:
                 raise mismatch
-            if kind == RAW:
-                data = stream.read(count * PAGE)
-            elif kind in (ZLIB, XZLIB):
-                packed = stream.read(_LEN.unpack(stream.read(_LEN.size))[0])
-                data = _inflate(packed, count * PAGE)
-                if kind == XZLIB:
-                    data = _xor(data, _pread(base.fileno(), count * PAGE, first * PAGE))
-            elif kind == COPY:
-                (src,) = _SRC.unpack(stream.read(_SRC.size))
-                if src + count > first:  # a copy of pages this delta wrote before
-                    raise mismatch
-                data = _pread(fd, count * PAGE, start + src * PAGE)
+            if kind == COPY:
+                assert isinstance(payload, int)
+                data = _pread(fd, count * PAGE, start + payload * PAGE)
             else:
-                raise ImageError("the saved RAM is corrupt")
+                assert isinstance(payload, bytes)
+                data = payload if kind == RAW else _xor(
+                    payload, _pread(base.fileno(), count * PAGE, first * PAGE))
             _pwrite(fd, data, start + first * PAGE)
             written += count
+    raise mismatch  # parse_delta ends with END or raises
+
+
+Record = tuple[int, int, int, "bytes | int | None"]
+
+
+def parse_delta(chunks: Iterable[bytes]) -> Iterator[Record]:
+    """The records of a delta (either format) as ``(kind, first, count, payload)``: RAW with
+    the pages (a ZLIB record's inflated), XZLIB with the pages XOR ram.img's (inflated), COPY
+    with its source page (before ``first``, its pages written earlier), END last (``first``:
+    the number of pages in the RAM; nothing may follow). ImageError if it is malformed."""
+    corrupt = ImageError("the saved RAM is corrupt")
+    stream = _Stream(chunks)
+    head = stream.read(len(MAGIC))
+    if head != MAGIC:
+        yield from _parse_v1(head, stream)
+        return
+    while True:
+        kind, first, count = _REC.unpack(stream.read(_REC.size))
+        if kind == END:
+            if count or not stream.at_end():
+                raise corrupt
+            yield END, first, 0, None
+            return
+        if not 0 < count <= _MAX_RUN:
+            raise corrupt
+        if kind == RAW:
+            yield RAW, first, count, stream.read(count * PAGE)
+        elif kind in (ZLIB, XZLIB):
+            packed = stream.read(_LEN.unpack(stream.read(_LEN.size))[0])
+            yield (RAW if kind == ZLIB else XZLIB), first, count, _inflate(packed, count * PAGE)
+        elif kind == COPY:
+            (src,) = _SRC.unpack(stream.read(_SRC.size))
+            if src + count > first:  # a copy of pages this delta wrote before
+                raise corrupt
+            yield COPY, first, count, src
+        else:
+            raise corrupt
+
+
+def encode_delta(records: Iterable[Record]) -> Iterator[bytes]:
+    """A delta (this format) of records as ``parse_delta`` gives them, in ascending page
+    order, END last; literal runs are deflated when they compress."""
+    yield MAGIC
+    for kind, first, count, payload in records:
+        if kind == END:
+            yield _REC.pack(END, first, 0)
+            return
+        if kind == COPY:
+            assert isinstance(payload, int)
+            yield _REC.pack(COPY, first, count) + _SRC.pack(payload)
+            continue
+        assert isinstance(payload, bytes)
+        packed = zlib.compress(payload, _LEVEL) if kind == XZLIB or _compresses(
+            payload[:_SAMPLE]) else payload
+        if kind == RAW and len(packed) >= len(payload):
+            yield _REC.pack(RAW, first, count)
+            yield payload
+            continue
+        yield _REC.pack(ZLIB if kind == RAW else XZLIB, first, count) + _LEN.pack(len(packed))
+        yield packed
+    raise ImageError("the saved RAM is truncated")
 
 
 def _inflate(packed: bytes, size: int) -> bytes:
@@ -279,20 +329,17 @@ def _inflate(packed: bytes, size: int) -> bytes:
     return data
 
 
-def _write_v1(fd: int, start: int, total: int, head: bytes, stream: _Stream) -> int:
+def _parse_v1(head: bytes, stream: _Stream) -> Iterator[Record]:
     """A delta of the first format: ``<QI`` runs of raw pages, a run of count 0 last."""
-    written = 0
     header = head + stream.read(_RUN_V1.size - len(head))
     while True:
         first, count = _RUN_V1.unpack(header)
         if count == 0:
-            if first != total or not stream.at_end():
-                raise ImageError("the saved RAM does not match this machine's RAM")
-            return written
-        if first + count > total:
-            raise ImageError("the saved RAM does not match this machine's RAM")
-        _pwrite(fd, stream.read(count * PAGE), start + first * PAGE)
-        written += count
+            if not stream.at_end():
+                raise ImageError("the saved RAM is corrupt")
+            yield END, first, 0, None
+            return
+        yield RAW, first, count, stream.read(count * PAGE)
         header = stream.read(_RUN_V1.size)
 
 
