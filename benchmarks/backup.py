@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from sandbox_app.core.images import ImageStore
 from sandbox_app.core.storage import Paths
 
 PASS = "benchmark passphrase"
+INCREMENTALS = 3
 MiB = 1 << 20
 
 
@@ -90,10 +92,15 @@ def main() -> int:
                      f"{plain_up:.2f} s; throughput ratio {_ratio(plain_up, first.seconds)}"
                      f" ({_ratio(plain_up, first.seconds - first.unlock_seconds)} "
                      "without scrypt)"))
-        _run("bench", "dd if=/dev/urandom of=/root/more bs=1M count=1 2>/dev/null; sync")
-        inc = backup(paths, S3Target("s3://bsbench/a"), PASS, ["bench"])
-        rows.append(("incremental after a 1 MiB keep",
-                     f"{inc.stats.bytes_sent / MiB:.2f} MiB sent in {inc.seconds:.2f} s",
+        incs = []  # the guest's own activity varies between keeps: the median of 3
+        for i in range(INCREMENTALS):
+            _run("bench", f"dd if=/dev/urandom of=/root/inc{i} bs=1M count=1 2>/dev/null; sync")
+            incs.append(backup(paths, S3Target("s3://bsbench/a"), PASS, ["bench"]))
+        sent = sorted(r.stats.bytes_sent / MiB for r in incs)
+        took = sorted(r.seconds for r in incs)
+        rows.append((f"incremental after a 1 MiB keep (median of {INCREMENTALS})",
+                     f"{statistics.median(sent):.2f} MiB sent in {statistics.median(took):.2f} s"
+                     f" (range {sent[0]:.2f} to {sent[-1]:.2f} MiB, {took[0]:.2f} to {took[-1]:.2f} s)",
                      "goal ≤ 4 MiB, ≤ 2 s"))
         ContextStore(paths).create(Profile(name="other", image=args.image))
         _run("other", "echo two > /root/two; sync")

@@ -14,8 +14,10 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,7 @@ class _Restorer:
         self.total = 1
         self.phase = ""
         self._last = 0.0
+        self._lock = threading.Lock()
         self._todo: list[tuple[Entry, Path]] = []
         self._ram: list[tuple[Entry, Path, str]] = []  # kept RAM deltas: entry, file, key
         self._queued: set[Path] = set()
@@ -84,7 +87,8 @@ class _Restorer:
         self._points: set[tuple[str, str]] = set()  # (image, point) already seen to
 
     def _advance(self, n: int) -> None:
-        self.done += n
+        with self._lock:  # the RAM deltas' thread reports too
+            self.done += n
         now = time.monotonic()
         if now - self._last > 0.25:
             self._last = now
@@ -115,6 +119,7 @@ class _Restorer:
     def _write_ram(self, entry: Entry, dest: Path, key_b64: str) -> None:
         """A kept RAM delta from its page groups, encrypted as a keep writes it (atomically;
         the plaintext only ever in memory)."""
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = ContextKey(base64.b64decode(key_b64))
         try:
             plain = encode_delta(to_records(self.fetcher.fetch_in_order(entry)))
@@ -133,11 +138,16 @@ class _Restorer:
     def flush(self) -> None:
         """Write every queued file in one batch (so no file waits for the last chunk of
         another phase), then take the queued steps in order."""
-        self.fetcher.restore_files(self._todo)
+        with ThreadPoolExecutor(2, thread_name_prefix="restore-ram") as pool:
+            # RAM deltas are rebuilt (CPU: inflate, deflate, encrypt) while files are written.
+            rebuilt = [pool.submit(self._write_ram, *todo) for todo in self._ram]
+            try:
+                self.fetcher.restore_files(self._todo)
+            finally:
+                for job in rebuilt:
+                    job.result()
         for _entry, part in self._todo:
             part.rename(part.with_name(part.name.removesuffix(".part")))
-        for entry, dest, key_b64 in self._ram:
-            self._write_ram(entry, dest, key_b64)
         self._ram = []
         for folder in dict.fromkeys(self._dirs):
             if folder.is_dir():
