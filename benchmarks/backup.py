@@ -100,7 +100,8 @@ def main() -> int:
         took = sorted(r.seconds for r in incs)
         rows.append((f"incremental after a 1 MiB keep (median of {INCREMENTALS})",
                      f"{statistics.median(sent):.2f} MiB sent in {statistics.median(took):.2f} s"
-                     f" (range {sent[0]:.2f} to {sent[-1]:.2f} MiB, {took[0]:.2f} to {took[-1]:.2f} s)",
+                     f" (range {sent[0]:.2f} to {sent[-1]:.2f} MiB, "
+                     f"{took[0]:.2f} to {took[-1]:.2f} s)",
                      "goal ≤ 4 MiB, ≤ 2 s"))
         ContextStore(paths).create(Profile(name="other", image=args.image))
         _run("other", "echo two > /root/two; sync")
