@@ -211,10 +211,13 @@ def _backup_context(paths: Paths, run: _Run, ctx: Context) -> dict[str, Any]:
         ram = {m.state.ram: m.state.label(ctx.name, m.generation, m.snapshot, m.state.ram)
                for m in (manifest, ctx.suspended())
                if m is not None and m.state is not None and m.state.ram is not None}
+        # Files changed in place are cut finer: the persistent volume, and the kept layers
+        # (a compaction commits the newer ones into the bottom one, in place).
+        in_place = {ctx.volume_path.name} | {layer.file for layer in manifest.layers}
         raw = ContextKey(base64.b64decode(key["key"])) if key and "key" in key else None
         try:
             files = [run.send_ram(p, raw, ram[p.name]) if raw and p.name in ram
-                     else run.send(p, p.name, fine=p == ctx.volume_path)
+                     else run.send(p, p.name, fine=p.name in in_place)
                      for p in backed_up_files(ctx.data_dir)]
         finally:
             if raw is not None:
