@@ -128,7 +128,6 @@ class _Run:
             path, rel, self.previous.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)),
             fine=fine)
 
-
     def send_ram(self, path: Path, key: ContextKey, label: bytes) -> Entry:
         """A kept RAM delta as page groups (``rampages``); a delta that does not decrypt or
         parse (corrupt: a session will refuse it too) as the file it is."""

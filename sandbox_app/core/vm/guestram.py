@@ -23,6 +23,8 @@ Runs are compressed only when a sample page compresses (random data, e.g. encryp
 already compressed content, is stored as it is: deflate would cost more than it saves), so a
 keep stays fast and the files — and what a backup of them sends — stay small. Deltas of the
 first format (no MAGIC: ``<QI`` runs of raw pages, then a run of count 0) still restore.
+``parse_delta`` reads either format's records, ``encode_delta`` writes this one (a backup
+stores a delta page by page and rebuilds it on restore: ``backup.rampages``).
 
 A device state (``xen-save-devices-state``: mostly zeros, the VGA memory) is stored packed:
 ``DEVICES_MAGIC`` then zlib of the stream (``pack_devices`` / ``unpack_devices``); a device
