@@ -258,8 +258,21 @@ def test_wrong_passphrase_and_a_context_holding_data_are_one_line(
     wait_until(lambda: bool(dialog.error.text()), 120)
     assert "already exists here and holds data" in dialog.error.text()
     assert one_line(dialog.error.text()) and dialog.isVisible()
-    dialog.reject()
+    # ... so it is restored next to it, under another name ("Restore as").
+    dialog.as_name.setText("bad/name")
+    dialog.restore_button.click()
+    wait_until(lambda: "context name" in dialog.error.text(), 60)
+    assert one_line(dialog.error.text()) and dialog.isVisible()
+    dialog.as_name.setText("t1-copy")
+    closed: list[int] = []
+    dialog.finished.connect(closed.append)
+    dialog.restore_button.click()
+    wait_until(lambda: any(t == "Restore done" for t, _ in seen), 300)
+    wait_until(lambda: bool(closed), 10)  # the dialog closes once restored
+    wait_until(lambda: "kept " in gui.launcher.card("t1-copy").details.text(), 10)
     assert exec_stdout(run_session("t1", "cat /root/marker")) == f"{MARKER}\n"
+    assert exec_stdout(run_session("t1-copy", "cat /root/marker /root/Persistent/p")) \
+        == f"{MARKER}\n{PMARKER}\n"
 
 
 def test_s3_credentials_go_to_the_keyring_and_never_into_app_toml(

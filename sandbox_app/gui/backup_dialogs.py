@@ -87,6 +87,12 @@ class RestoreChoice:
     passphrase: str = field(repr=False)
     snapshot: str
     contexts: list[str]
+    as_name: str | None = None  # restore the one context under this name
+
+    @property
+    def targets(self) -> list[str]:
+        """The names the restored contexts get here."""
+        return [self.as_name] if self.as_name else list(self.contexts)
 
 
 class TargetFields:
@@ -264,7 +270,14 @@ class RestoreDialog(QDialog):
         self.contexts.setObjectName("restoreContexts")
         form.addRow("Snapshot", self.snapshot)
         form.addRow("Contexts", self.contexts)
-        form.addRow(QLabel("A context that holds data here is never overwritten."))
+        self.as_name = QLineEdit()
+        self.as_name.setObjectName("restoreAs")
+        self.as_name.setPlaceholderText("its own name")
+        self.as_name.setToolTip("Restore one context under a new name, e.g. next to the one "
+                                "of that name here")
+        form.addRow("Restore as", self.as_name)
+        form.addRow(QLabel("A context that holds data here is never overwritten: restore it "
+                           "under another name."))
         self.error = _error_label("restoreError")
         form.addRow(self.error)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
@@ -334,11 +347,16 @@ class RestoreDialog(QDialog):
 
     def _restore(self) -> None:
         names = self.checked_contexts()
+        as_name = self.as_name.text().strip() or None
         if self._source is None or not names:
             self.show_error("Choose at least one context to restore.")
+            return
+        if as_name is not None and len(names) != 1:
+            self.show_error("“Restore as” renames one context: check only that one.")
             return
         self.set_busy(True)
         self.restore_button.setEnabled(False)
         self.error.setText("")
         self.restore_requested.emit(RestoreChoice(
-            self._source, self.passphrase.text(), str(self.snapshot.currentData()), names))
+            self._source, self.passphrase.text(), str(self.snapshot.currentData()), names,
+            as_name))

@@ -154,7 +154,8 @@ class RestoreJob(ThreadedJob):
 
         def run() -> RestoreReport:
             return restore(self.paths, c.source.open(self.credentials), c.passphrase,
-                           c.contexts, snapshot=c.snapshot, progress=self.thread_progress)
+                           c.contexts, snapshot=c.snapshot, as_name=c.as_name,
+                           progress=self.thread_progress)
 
         report: RestoreReport = await self.blocking(run)
         return report

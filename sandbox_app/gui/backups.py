@@ -188,11 +188,11 @@ class Backups(QObject):
         return self.app.submit(job, quiet=True)
 
     def _restore(self, dialog: RestoreDialog, choice: RestoreChoice) -> Job | None:
-        busy = [n for n in choice.contexts if self.app.state(n) is not RunState.STOPPED]
+        busy = [n for n in choice.targets if self.app.state(n) is not RunState.STOPPED]
         if busy:
             dialog.show_error(f"“{busy[0]}” has a running session: stop it first")
             return None
-        runners = [self.app.runners[n] for n in choice.contexts if n in self.app.runners]
+        runners = [self.app.runners[n] for n in choice.targets if n in self.app.runners]
         job = RestoreJob(self.app.paths, choice, self.credentials, runners)
         job.finished.connect(lambda report: self._restored(choice, report))
         job.finished.connect(dialog.accept)
