@@ -276,3 +276,25 @@ def test_a_kept_ram_delta_is_backed_up_page_by_page(tmp_path: Path) -> None:
             fresh.close()
     with pytest.raises(BackupError):
         list(to_records([groups_a[0][:-10]]))
+
+
+def test_a_file_stored_as_ram_groups_is_never_reused_as_its_bytes(tmp_path: Path) -> None:
+    """A kept RAM delta backed up as page groups, then — unchanged — as a file (its context
+    got a passphrase, so the backup cannot decrypt it any more): the file's own bytes are
+    stored, never the groups' plaintext under the file's name."""
+    repo = Repository.create(DirTarget(tmp_path / "usb"), "pw",
+                             scrypt={"n": 2**10, "r": 8, "p": 1})
+    delta = tmp_path / "ram-1.enc"
+    delta.write_bytes(os.urandom(3 * ZERO_BLOCK))  # stands for the encrypted delta
+    plain = b"the delta's plaintext pages"
+    with ChunkSender(repo) as sender:
+        groups = sender.send_groups(delta, delta.name, lambda: [plain], {"ram": {"label": ""}})
+        again = sender.send_groups(delta, delta.name, lambda: [b"never read"],
+                                   {"ram": {"label": ""}}, groups)
+        as_file = sender.send_file(delta, delta.name, groups)
+    assert again is groups, "unchanged: the groups again, nothing read"
+    assert "ram" not in as_file
+    copy = tmp_path / "copy"
+    with ChunkFetcher(repo) as fetcher:
+        fetcher.restore_files([(as_file, copy)])
+    assert copy.read_bytes() == delta.read_bytes()

@@ -15,7 +15,7 @@ from ..errors import ImageError, NotFoundError
 from ..images import Image, ImageStore, SnapshotPoint
 from ..progress import Progress, no_progress
 from ..storage import ContextKey, Paths, decrypt_chunks
-from .files import ChunkSender, Entry, Stats, entry_bytes, entry_ids
+from .files import ChunkSender, Entry, Stats, entry_bytes, entry_ids, file_stat
 from .rampages import to_groups
 from .record import record_backup
 from .repository import Repository
@@ -122,22 +122,21 @@ class _Run:
                 for e in entries:
                     self.previous[tuple(e["stat"])] = e
 
+    def _previous(self, path: Path) -> Entry | None:
+        """The newest snapshot's entry of this very file (same device, inode, size, mtime)."""
+        return self.previous.get(tuple(file_stat(path)))
+
     def send(self, path: Path, rel: str, *, fine: bool = False) -> Entry:
-        st = path.stat()
-        return self.sender.send_file(
-            path, rel, self.previous.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)),
-            fine=fine)
+        return self.sender.send_file(path, rel, self._previous(path), fine=fine)
 
     def send_ram(self, path: Path, key: ContextKey, label: bytes) -> Entry:
         """A kept RAM delta as page groups (``rampages``); a delta that does not decrypt or
         parse (corrupt: a session will refuse it too) as the file it is."""
-        st = path.stat()
-        previous = self.previous.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
         extra = {"ram": {"label": base64.b64encode(label).decode()}}
         try:
             return self.sender.send_groups(
                 path, path.name, lambda: to_groups(decrypt_chunks(key, path, label)), extra,
-                previous)
+                self._previous(path))
         except ImageError:
             return self.send(path, path.name)
 

@@ -163,12 +163,9 @@ class ChunkSender:
         stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
         entry: Entry = {"path": rel, "size": st.st_size, "mode": stat.S_IMODE(st.st_mode),
                         "stat": stamp}
-        if previous is not None and previous.get("stat") == stamp \
-                and self._all_known(previous):
+        if self._reused(previous, stamp, ram=None):
+            assert previous is not None
             entry["extents"] = previous["extents"]
-            skipped = sum(length for _o, chunks in previous["extents"] for _i, length in chunks)
-            self.stats.bytes_skipped += skipped
-            self._progress(skipped)
             return entry
         runs: list[tuple[int, list[Future[tuple[str, int]]]]] = []  # contiguous chunks
         end = -1
@@ -196,10 +193,8 @@ class ChunkSender:
         ``path`` unchanged since ``previous``: its entry again, nothing read."""
         st = path.stat()
         stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
-        if previous is not None and previous.get("stat") == stamp \
-                and previous.get("ram") == extra.get("ram") and self._all_known(previous):
-            self.stats.bytes_skipped += entry_bytes(previous)
-            self._progress(entry_bytes(previous))
+        if self._reused(previous, stamp, ram=extra.get("ram")):
+            assert previous is not None
             return previous
         futures = []
         for data in groups():
@@ -268,6 +263,18 @@ class ChunkSender:
         self._slots.acquire()
         self.stats.bytes_read += len(carry)
         yield at, carry
+
+    def _reused(self, previous: Entry | None, stamp: list[int], *, ram: Any) -> bool:
+        """Whether the file is unchanged since ``previous`` (same stat, chunks all on the
+        target) *and* was stored the same way (as bytes, or as the same RAM delta's page
+        groups: a delta stored as groups and now sent as a file — its context got a
+        passphrase — must not come back as its groups' plaintext). Counted as skipped."""
+        if previous is None or previous.get("stat") != stamp or previous.get("ram") != ram \
+                or not self._all_known(previous):
+            return False
+        self.stats.bytes_skipped += entry_bytes(previous)
+        self._progress(entry_bytes(previous))
+        return True
 
     def _all_known(self, entry: Entry) -> bool:
         return all(i in self._known for _o, chunks in entry["extents"] for i, _n in chunks)
