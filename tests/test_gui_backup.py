@@ -28,7 +28,11 @@ from sandbox_app.core.contexts import ContextStore, Profile
 from sandbox_app.core.session import AppSettings
 from sandbox_app.core.session.settings import save_backup_settings
 from sandbox_app.core.storage import Paths
-from sandbox_app.gui.backup_dialogs import BackupPassphraseDialog, BackupSettingsDialog
+from sandbox_app.gui.backup_dialogs import (
+    BackupPassphraseDialog,
+    BackupSettingsDialog,
+    RestoreDialog,
+)
 
 pytestmark = pytest.mark.timeout(600)
 loop, gui = test_gui.loop, test_gui.gui  # the app's fixtures (qasync loop, tiny context t1)
@@ -106,6 +110,17 @@ def keep_markers(gui: Gui, context: str = "t1") -> None:
     run_session(context, f"echo {MARKER} > /root/marker",
                 f"echo {PMARKER} > /root/Persistent/p && sync", on_exit="keep")
     gui.launcher.refresh()
+
+
+def restore_and_see_card(gui: Gui, dialog: RestoreDialog, seen: list[tuple[str, str]],
+                         name: str) -> None:
+    """Restore in the dialog: done (notified), the dialog closes, ``name``'s card says kept."""
+    closed: list[int] = []
+    dialog.finished.connect(closed.append)
+    dialog.restore_button.click()
+    wait_until(lambda: any(t == "Restore done" for t, _ in seen), 300)
+    wait_until(lambda: bool(closed), 10)
+    wait_until(lambda: "kept " in gui.launcher.card(name).details.text(), 10)
 
 
 def empty_home(base: Path, monkeypatch: pytest.MonkeyPatch, images: Path) -> Paths:
@@ -208,12 +223,7 @@ def test_back_up_from_a_card_then_restore_into_an_empty_home(
         dialog.find_button.click()
         wait_until(lambda: dialog.snapshot.count() == 1, 60)
         assert dialog.checked_contexts() == ["t1"] and dialog.restore_button.isEnabled()
-        closed: list[int] = []
-        dialog.finished.connect(closed.append)
-        dialog.restore_button.click()
-        wait_until(lambda: any(t == "Restore done" for t, _ in seen_b), 300)
-        wait_until(lambda: bool(closed), 10)  # the dialog closes once restored
-        wait_until(lambda: "kept " in laptop.launcher.card("t1").details.text(), 10)
+        restore_and_see_card(laptop, dialog, seen_b, "t1")
         assert not laptop.launcher.restore_offer.isVisibleTo(laptop.launcher)
         # This laptop now backs up where it restored from.
         wait_until(lambda: AppSettings.load(paths_b).backup_target == str(usb), 10)
@@ -264,12 +274,7 @@ def test_wrong_passphrase_and_a_context_holding_data_are_one_line(
     wait_until(lambda: "context name" in dialog.error.text(), 60)
     assert one_line(dialog.error.text()) and dialog.isVisible()
     dialog.as_name.setText("t1-copy")
-    closed: list[int] = []
-    dialog.finished.connect(closed.append)
-    dialog.restore_button.click()
-    wait_until(lambda: any(t == "Restore done" for t, _ in seen), 300)
-    wait_until(lambda: bool(closed), 10)  # the dialog closes once restored
-    wait_until(lambda: "kept " in gui.launcher.card("t1-copy").details.text(), 10)
+    restore_and_see_card(gui, dialog, seen, "t1-copy")
     assert exec_stdout(run_session("t1", "cat /root/marker")) == f"{MARKER}\n"
     assert exec_stdout(run_session("t1-copy", "cat /root/marker /root/Persistent/p")) \
         == f"{MARKER}\n{PMARKER}\n"
