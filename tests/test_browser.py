@@ -66,6 +66,22 @@ def test_restored_browser_shows_the_start_page_not_recovery(web: str, tmp_path: 
     assert abs(guest_now - time.time()) < 60  # the clock was set after the restore
 
 
+def test_a_cold_boot_starts_once_the_page_is_drawn_with_no_restore_bar(
+        web: str, tmp_path: Path) -> None:
+    """``--cold`` boots the golden disk, saved while Firefox ran: the session is started
+    only once the start page is on screen (not at the agent's first answer, on a black
+    screen), and Firefox offers no "Open previous tabs?" bar for the run it finds."""
+    shot = tmp_path / "cold.png"
+    proc = run_cli("run", web, "--cold", "--headless", "--json", "--screenshot", str(shot),
+                   timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["restore_s"] is None  # booted, not restored
+    assert "did not finish starting" not in proc.stderr
+    image = QImage(str(shot))
+    for x, y in ((4, 4), (1275, 4), (640, 24), (4, 795), (1275, 795)):  # the bar's strip too
+        assert _color(image, x, y) == "#1d2b3a"
+
+
 def test_clipboard_round_trip_through_the_kiosk_wayland_clipboard(browser_paths: Paths) -> None:
     ContextStore(browser_paths).create(Profile(name="cb", image="browser", network=Network.NONE,
                                                clipboard=ClipboardPolicy.BOTH))

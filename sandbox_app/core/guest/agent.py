@@ -289,6 +289,21 @@ class GuestAgent:
             except GuestError:
                 attempt = min(attempt * 2, 2.0)  # later syncs' answers make earlier stale
 
+    async def wait_until(self, command: str, timeout: float) -> str | None:
+        """Run ``command`` (``/bin/sh -c``) every half second until it exits 0.
+
+        Returns None once it did; after ``timeout`` seconds, the end of its last stderr.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            res = await self.shell(command, timeout=60)
+            if res.exit_code == 0:
+                return None
+            if loop.time() > deadline:
+                return res.stderr.decode(errors="replace").strip()[-200:]
+            await asyncio.sleep(0.5)
+
     async def ping(self, timeout: float = _SHORT) -> None:
         """Check the agent answers."""
         await self.call("guest-ping", timeout=timeout)

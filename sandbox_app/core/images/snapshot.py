@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
@@ -99,7 +98,9 @@ async def make_snapshot_point(point: SnapshotPoint, spec: MachineSpec, accel: Ac
             await machine.execute("cont")
             agent = await _wait_for_agent(machine, timeout=300.0 if accel is Accel.TCG else 60)
             progress(f"{name}: waiting until the guest is ready", 0.92)
-            await _wait_ready(agent, ready_command, timeout=600.0)
+            failure = await agent.wait_until(ready_command, timeout=600.0)
+            if failure is not None:
+                raise ImageError(f"the guest never became ready: {failure}")
             boot_s = time.monotonic() - started
             await agent.shell("sync", timeout=60)
             progress(f"{name}: saving the snapshot point", 0.96)
@@ -146,14 +147,3 @@ async def _wait_for_agent(machine: QemuMachine, timeout: float) -> agent_mod.Gue
         raise ImageError(f"the guest did not come up: {exc} ({machine.failure_message()})") \
             from exc
     return ga
-
-
-async def _wait_ready(ga: agent_mod.GuestAgent, command: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        res = await ga.shell(command, timeout=60)
-        if res.exit_code == 0:
-            return
-        if time.monotonic() > deadline:
-            raise ImageError("the guest never became ready: " + res.stderr.decode()[-200:])
-        await asyncio.sleep(0.5)

@@ -360,6 +360,13 @@ class Session:
             await self.agent.set_time()
         await self._apply_network(t0)
         await self._mount_data()
+        if cold:
+            # A restore is on screen at once; a booted guest only once its own start-up is
+            # done (the browser's page drawn): until then "started" would show a black or
+            # half-drawn screen, and a URL opened now would find no browser.
+            failure = await self.agent.wait_until(self.image.recipe.ready_command, 300.0)
+            if failure is not None:
+                self.warnings.append(f"the guest did not finish starting: {failure}")
 
     async def _mount_data(self) -> None:
         """Mount the persistent folder in the guest. A failure is a warning: the session is

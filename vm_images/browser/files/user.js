@@ -12,6 +12,9 @@ user_pref("browser.sessionstore.resume_from_crash", false);
 user_pref("browser.sessionstore.max_resumed_crashes", 0);
 user_pref("browser.sessionstore.resume_session_once", false);
 user_pref("toolkit.startup.max_resumed_crashes", -1);
+// A booted guest (--cold, or a kept context whose saved state is from another QEMU) finds
+// the session Firefox had when its disk was saved: no "Open previous tabs?" bar for it.
+user_pref("browser.startup.couldRestoreSession.count", -1);
 user_pref("browser.tabs.warnOnClose", false);
 user_pref("browser.warnOnQuit", false);
 user_pref("browser.newtabpage.enabled", false);
