@@ -101,7 +101,11 @@ def _block_extents(extents: Iterable[tuple[int, int]], size: int
 
 
 def file_stat(path: Path) -> list[int]:
-    st = path.stat()
+    return _stamp(path.stat())
+
+
+def _stamp(st: os.stat_result) -> list[int]:
+    """What says a file is the one a snapshot saw, unchanged: device, inode, size, mtime."""
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
 
 
@@ -160,7 +164,7 @@ class ChunkSender:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):
             raise BackupError(f"{path} is not a regular file")
-        stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+        stamp = _stamp(st)
         entry: Entry = {"path": rel, "size": st.st_size, "mode": stat.S_IMODE(st.st_mode),
                         "stat": stamp}
         if self._reused(previous, stamp, ram=None):
@@ -192,7 +196,7 @@ class ChunkSender:
         ``rampages``) in order; the entry restores them through ``extra`` (the caller's).
         ``path`` unchanged since ``previous``: its entry again, nothing read."""
         st = path.stat()
-        stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+        stamp = _stamp(st)
         if self._reused(previous, stamp, ram=extra.get("ram")):
             assert previous is not None
             return previous
